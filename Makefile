@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  `make run` (the default job) and `make test` (the tests).
+# The venv is created once and reused; it is refreshed when pyproject.toml changes.
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast lint typecheck mlproject clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# tensorrt-stubs declares the real tensorrt as a dependency, which is not installable here
+	$(BIN)/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	touch $(STAMP)
+
+## the default job: DHA on scikit-learn's digits, on the CPU, registry in ./mlflow.db
+run: $(STAMP)
+	$(BIN)/mlflow run . --env-manager local $(if $(P),$(foreach p,$(P),-P $(p)))
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## everything CI runs: lint, type check of the TensorRT code, all tests (e2e included)
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## quick loop while developing: no end-to-end runs
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+## regenerate MLproject (and its Kubernetes variant) from pipeline/params.py
+mlproject: $(STAMP)
+	$(BIN)/python -c "from pipeline.params import mlproject_yaml; print(mlproject_yaml(), end='')" > MLproject
+	$(BIN)/python deploy/kubernetes/sync_mlproject.py
+
+clean:
+	rm -rf mlruns mlartifacts outputs .pytest_cache .ruff_cache .mypy_cache

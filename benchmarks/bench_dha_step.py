@@ -1,0 +1,107 @@
+"""Cost of one ``dha`` step against one ``nas`` step on the same supernet and batch.
+
+Prints seconds per step and a breakdown by phase (DA sampling, augment, forward, backward,
+tau update, weights update, b update, hpo) for ``nas``, ``dha`` with ``hpo_batch="next"`` and
+``dha`` with ``hpo_batch="separate"``, measured interleaved in one process. The paper's
+Table 1 implies 1.39x for dha/nas; the goal here is at most 1.15x (with ``next``).
+
+    python benchmarks/bench_dha_step.py [--device cuda] [--space cell] [--channels 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from types import SimpleNamespace
+
+import torch
+
+from dha_train.modes import MODES
+from dha_train.phase import build_phase
+from dha_train.spaces.base import SpaceConfig
+from dha_train.train_step import PhaseTimer, train_step
+from dha_train.trainer import TrainConfig
+
+PHASES = (
+    "da_sampling",
+    "augment",
+    "forward",
+    "tau_update",
+    "backward",
+    "hpo",
+    "weights_update",
+    "b_update",
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--space", default="cell", choices=["cell", "mobilenet"])
+    ap.add_argument("--channels", type=int, default=8, help="cell space C")
+    ap.add_argument("--layers", type=int, default=5, help="cell space cells")
+    ap.add_argument("--width", type=float, default=0.35, help="mobilenet width_mult")
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per setting and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    space = SpaceConfig(
+        args.space,
+        10,
+        args.resolution,
+        init_channels=args.channels,
+        layers=args.layers,
+        width_mult=args.width,
+    )
+    n = args.batch * 4
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 3, args.resolution, args.resolution, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    data = SimpleNamespace(
+        train=list(zip(images, labels.tolist(), strict=True)),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
+    settings = {
+        "nas": ("nas", "next"),
+        "dha(next)": ("dha", "next"),
+        "dha(separate)": ("dha", "separate"),
+    }
+    runs, timers = {}, {}
+    for name, (mode, hpo_batch) in settings.items():
+        cfg = TrainConfig(
+            space=space, mode=mode, hpo_batch=hpo_batch, device=str(device), progress=False
+        )
+        runs[name] = build_phase(cfg, data, MODES[mode][0], arch=None, phase_idx=0)
+        runs[name].net.train()
+        timers[name] = PhaseTimer(device)
+    x, y = images[: args.batch].to(device), labels[: args.batch].to(device)
+    total = dict.fromkeys(settings, 0.0)
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for name, run in runs.items():
+            timer = timers[name] if r else PhaseTimer(device)
+            start = time.perf_counter()
+            for _ in range(args.steps if r else 2):
+                train_step(run.parts, x, y, timer)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if r:
+                total[name] += time.perf_counter() - start
+    steps = args.steps * args.rounds
+    print(
+        f"device={device} space={args.space} batch={args.batch} res={args.resolution} "
+        f"threads={torch.get_num_threads()} steps={steps} per setting"
+    )
+    print(f"{'phase (ms/step)':<16}" + "".join(f"{name:>15}" for name in settings))
+    for phase in PHASES:
+        row = [timers[name].seconds.get(phase, 0.0) / steps * 1e3 for name in settings]
+        print(f"{phase:<16}" + "".join(f"{v:>15.1f}" for v in row))
+    print(f"{'total':<16}" + "".join(f"{total[s] / steps * 1e3:>15.1f}" for s in settings))
+    base = total["nas"]
+    print(f"{'ratio vs nas':<16}" + "".join(f"{total[s] / base:>15.2f}" for s in settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Datasets as the method sees them: train / val / test splits of RGB tensors in [0, 1].
+
+None is downloaded at run time:
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), upscaled to RGB at the
+  requested resolution, split 70/15/15 per class with a fixed permutation per seed.
+- ``cifar10`` / ``cifar100``: a local copy in torchvision's format under ``data_dir``;
+  the last 10% of the training set (fixed per seed) is the validation split, the official
+  test set is the test split.
+- ``imagefolder`` / ``imagenet``: ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``
+  (ImageFolder layout); ``val`` is halved into val/test splits per seed. ``imagenet`` is the
+  paper's setting (224 px); its folder is not scanned up front (1.28M files), images that
+  fail to decode are replaced by another sample and logged.
+
+Augmentation is not done here: the trainer augments whole batches on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from dha_train.errors import ConfigError, DatasetError
+
+__all__ = ["DataBundle", "DATASETS", "load_dataset", "IMAGE_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataBundle:
+    """The three splits of a dataset and what the model needs to know about it."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    class_names: list[str]
+    resolution: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    skipped: int = 0  # unreadable images found while scanning (left out)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}  # type: ignore[arg-type]
+
+
+def _split_indices(labels: np.ndarray, seed: int, fractions: Sequence[float]) -> list[np.ndarray]:
+    """Stratified split of indices into len(fractions) parts, fixed for a seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        bounds = np.cumsum([0.0, *fractions]) * len(idx)
+        for p in range(len(fractions)):
+            parts[p].extend(idx[round(bounds[p]) : round(bounds[p + 1])].tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _channel_stats(images: Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    mean = images.mean(dim=(0, 2, 3)).tolist()
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    return (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
+
+
+def load_digits_bundle(data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
+    """scikit-learn's digits, upscaled to ``resolution`` RGB images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8)
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    x = x.clamp(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+    y = torch.from_numpy(digits.target).long()
+    train_idx, val_idx, test_idx = _split_indices(digits.target, seed, (0.70, 0.15, 0.15))
+    mean, std = _channel_stats(x[train_idx])
+    full = TensorDataset(x, y)
+    return DataBundle(
+        name="digits",
+        train=Subset(full, train_idx.tolist()),
+        val=Subset(full, val_idx.tolist()),
+        test=Subset(full, test_idx.tolist()),
+        num_classes=10,
+        class_names=[str(d) for d in range(10)],
+        resolution=resolution,
+        mean=mean,
+        std=std,
+    )
+
+
+def _require_dir(data_dir: Path | None, dataset: str, layout: str) -> Path:
+    if data_dir is None or str(data_dir) == "":
+        raise DatasetError(
+            f"dataset={dataset} needs data_dir: pass -P data_dir=<folder> ({layout})"
+        )
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"data_dir {str(path)!r} does not exist or is not a folder ({layout})")
+    return path
+
+
+def _cifar_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
+    from torchvision import datasets, transforms
+
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
+    folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[kind]
+    root = _require_dir(data_dir, kind, f"expected torchvision's layout: <data_dir>/{folder}/")
+    steps: list[Callable] = [transforms.ToTensor()]
+    if resolution != 32:
+        steps.insert(0, transforms.Resize(resolution))
+    tf = transforms.Compose(steps)
+    try:
+        train = cls(str(root), train=True, download=False, transform=tf)
+        test = cls(str(root), train=False, download=False, transform=tf)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
+        raise DatasetError(
+            f"no {kind} copy under {str(root)!r}: expected torchvision's layout "
+            f"<data_dir>/{folder}/ (the python version of the dataset)"
+        ) from exc
+    labels = np.asarray(train.targets)
+    train_idx, val_idx = _split_indices(labels, seed, (0.9, 0.1))
+    sample = torch.stack([train[i][0] for i in train_idx[:: max(1, len(train_idx) // 2000)]])
+    mean, std = _channel_stats(sample)
+    return DataBundle(
+        name=kind,
+        train=Subset(train, train_idx.tolist()),
+        val=Subset(train, val_idx.tolist()),
+        test=test,
+        num_classes=len(train.classes),
+        class_names=list(train.classes),
+        resolution=resolution,
+        mean=mean,
+        std=std,
+    )
+
+
+class ImageFiles(Dataset):
+    """(path, label) pairs decoded with PIL; a file that fails to decode is replaced by the
+    next sample of the list (and logged), so one bad file never stops a long run."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Image.Image], Tensor]):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                with Image.open(path) as img:
+                    return self.transform(img.convert("RGB")), label
+            except (OSError, UnidentifiedImageError, ValueError):
+                log.warning("unreadable image skipped: %s", path)
+        raise DatasetError("no readable image in the dataset")
+
+
+def _is_readable(path: str) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return False
+
+
+def _scan_split(
+    split_dir: Path, classes: list[str] | None, verify: bool
+) -> tuple[list[str], list[tuple[str, int]], int]:
+    """Classes and samples of one ImageFolder split; non-image files are an error."""
+    layout = "expected <data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image>"
+    if not split_dir.is_dir():
+        raise DatasetError(f"missing split folder {str(split_dir)!r} ({layout})")
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise DatasetError(f"no class folders in {str(split_dir)!r} ({layout})")
+    if classes is not None and found != classes:
+        missing = sorted(set(classes) - set(found)) or sorted(set(found) - set(classes))
+        raise DatasetError(
+            f"class folders of {str(split_dir)!r} differ from train/ (first differences: "
+            f"{missing[:5]}): both splits need the same class folders"
+        )
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(found):
+        files = sorted(
+            os.path.join(root, f)
+            for root, _, names in os.walk(split_dir / name)
+            for f in names
+            if not f.startswith(".")
+        )
+        bad = [f for f in files if not f.lower().endswith(IMAGE_EXTENSIONS)]
+        if bad:
+            raise DatasetError(
+                f"not an image file: {bad[0]!r} (class folders may hold only "
+                f"{', '.join(IMAGE_EXTENSIONS)} files; move other files out of {str(split_dir)!r})"
+            )
+        if not files:
+            raise DatasetError(
+                f"class folder {str(split_dir / name)!r} is empty: add images or remove it"
+            )
+        samples.extend((f, label) for f in files)
+    skipped = 0
+    if verify:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ok = list(pool.map(_is_readable, [p for p, _ in samples]))
+        skipped = ok.count(False)
+        for (path, _), good in zip(samples, ok, strict=True):
+            if not good:
+                log.warning("unreadable image skipped: %s", path)
+        samples = [s for s, good in zip(samples, ok, strict=True) if good]
+        if not samples:
+            raise DatasetError(f"no readable image under {str(split_dir)!r}")
+    return found, samples, skipped
+
+
+def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
+    from torchvision import transforms
+
+    root = _require_dir(
+        data_dir, kind, "expected <data_dir>/train/<class>/... and <data_dir>/val/<class>/..."
+    )
+    verify = kind != "imagenet"
+    classes, train_samples, skipped_train = _scan_split(root / "train", None, verify)
+    _, val_samples, skipped_val = _scan_split(root / "val", classes, verify)
+    train_tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(resolution, scale=(0.08, 1.0)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+        ]
+    )
+    eval_tf = transforms.Compose(
+        [
+            transforms.Resize(round(resolution * 256 / 224)),
+            transforms.CenterCrop(resolution),
+            transforms.ToTensor(),
+        ]
+    )
+    val_idx, test_idx = _split_indices(
+        np.asarray([lbl for _, lbl in val_samples]), seed, (0.5, 0.5)
+    )
+    skipped = skipped_train + skipped_val
+    if skipped:
+        log.warning("%d unreadable images skipped under %s", skipped, root)
+    return DataBundle(
+        name=kind,
+        train=ImageFiles(train_samples, train_tf),
+        val=ImageFiles([val_samples[i] for i in val_idx], eval_tf),
+        test=ImageFiles([val_samples[i] for i in test_idx], eval_tf),
+        num_classes=len(classes),
+        class_names=classes,
+        resolution=resolution,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        skipped=skipped,
+    )
+
+
+DATASETS: dict[str, Callable[[Path | None, int, int], DataBundle]] = {
+    "digits": load_digits_bundle,
+    "cifar10": lambda d, r, s: _cifar_bundle("cifar10", d, r, s),
+    "cifar100": lambda d, r, s: _cifar_bundle("cifar100", d, r, s),
+    "imagefolder": lambda d, r, s: _folder_bundle("imagefolder", d, r, s),
+    "imagenet": lambda d, r, s: _folder_bundle("imagenet", d, r, s),
+}
+
+
+def load_dataset(name: str, data_dir: str | Path | None, resolution: int, seed: int) -> DataBundle:
+    """Load dataset ``name`` at ``resolution`` with the split fixed by ``seed``."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    path = Path(data_dir) if data_dir else None
+    bundle = DATASETS[name](path, resolution, seed)
+    log.info(
+        "dataset %s: %s, %d classes, %d px", name, bundle.sizes(), bundle.num_classes, resolution
+    )
+    return bundle

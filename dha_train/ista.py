@@ -1,0 +1,139 @@
+"""ISTA-NAS encoding of architecture parameters (DHA Eqs. 5-7), batched over decision units.
+
+Per unit u: a fixed measurement matrix A_u (m_u x n_u, m_u < n_u, entries U[0, 1) from a
+seeded generator, never trained) and a trainable compressed vector b_u (m_u). alpha is
+recovered from b by ISTA on the LASSO 0.5 ||A x - b||^2 + lambda ||x||_1 (Eq. 6); the support
+is the top-k |x| per unit; Eq. 7 gives alpha on the support as a function of b with the
+correction term held constant, so dL/db = A_S dL/dalpha_S. Units of different sizes are
+padded with zero rows/columns to the largest one (padded entries of x stay exactly 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "measurement_size",
+    "measurement_matrices",
+    "lipschitz",
+    "ista",
+    "lasso",
+    "top_k_support",
+    "eq7_weights",
+]
+
+
+def measurement_size(n: int) -> int:
+    """m for a unit of n candidates: 7 as in ISTA-NAS, and always fewer than n."""
+    return max(1, min(7, n - 1))
+
+
+def measurement_matrices(sizes: Sequence[int], *, seed: int) -> tuple[Tensor, Tensor]:
+    """Padded A (U, m_max, n_max), U[0, 1) on each unit's (m_u, n_u) block and 0 elsewhere,
+    and the row mask (U, m_max) of real measurements. Deterministic in ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    ms = [measurement_size(n) for n in sizes]
+    a = torch.zeros(len(sizes), max(ms), max(sizes))
+    rows = torch.zeros(len(sizes), max(ms), dtype=torch.bool)
+    for u, (m, n) in enumerate(zip(ms, sizes, strict=True)):
+        a[u, :m, :n] = torch.rand(m, n, generator=gen)
+        rows[u, :m] = True
+    return a, rows
+
+
+def lipschitz(a: Tensor) -> Tensor:
+    """L = ||A_u||_2^2 per unit, the step-size constant of Eq. 6, shape (U,)."""
+    return torch.linalg.matrix_norm(a, ord=2).square()
+
+
+def ista(
+    a: Tensor,
+    b: Tensor,
+    *,
+    lam: float = 1e-5,
+    x0: Tensor | None = None,
+    lip: Tensor | None = None,
+    max_iters: int = 2000,
+    tol: float = 1e-9,
+    check_every: int = 10,
+) -> Tensor:
+    """Eq. 6 batched: x <- soft(x - A^T (A x - b) / L, lambda / L) for every unit at once.
+
+    ``a`` (U, m, n), ``b`` (U, m), warm start ``x0`` (U, n). Stops when no entry moved more
+    than ``tol`` over ``check_every`` iterations, or after ``max_iters``. No gradient.
+    """
+    with torch.no_grad():
+        lip = lipschitz(a) if lip is None else lip
+        step = (1.0 / lip).unsqueeze(1)  # (U, 1)
+        threshold = lam * step
+        at = a.transpose(1, 2)
+        atb = torch.bmm(at, b.unsqueeze(2)).squeeze(2)
+        gram = torch.bmm(at, a)
+        x = torch.zeros(a.shape[0], a.shape[2], dtype=a.dtype) if x0 is None else x0.clone()
+        last = x
+        for it in range(1, max_iters + 1):
+            z = x - step * (torch.bmm(gram, x.unsqueeze(2)).squeeze(2) - atb)
+            x = torch.sign(z) * torch.clamp(z.abs() - threshold, min=0.0)
+            if it % check_every == 0:
+                if (x - last).abs().max() <= tol:
+                    break
+                last = x
+        return x
+
+
+def top_k_support(
+    x: Tensor, sizes: Sequence[int], topk: Sequence[int]
+) -> tuple[tuple[int, ...], ...]:
+    """Indices of the k largest |x| of each unit (ties broken by index), largest first."""
+    mags = x.abs().tolist()
+    out = []
+    for row, n, k in zip(mags, sizes, topk, strict=True):
+        order = sorted(range(n), key=lambda i, r=row: (-r[i], i))
+        out.append(tuple(order[:k]))
+    return tuple(out)
+
+
+def eq7_weights(a: Tensor, b: Tensor, x: Tensor, support: Sequence[Sequence[int]]) -> list[Tensor]:
+    """Eq. 7: alpha_S = A_S^T b - E_S^T x with E = A^T A - I and x held constant.
+
+    ``a`` (U, m, n) and ``x`` (U, n) are constants on b's device; ``b`` (U, m) carries the
+    gradient, so dL/db_u = A_{u,S} dL/dalpha_S. Returns one tensor of len(support[u]) per unit.
+    """
+    index = torch.tensor([list(s) for s in support], device=a.device)  # (U, k)
+    a_s = torch.gather(a, 2, index.unsqueeze(1).expand(-1, a.shape[1], -1))  # (U, m, k)
+    x = x.detach()
+    # E_S^T x = A_S^T (A x) - x_S
+    correction = torch.einsum("umk,um->uk", a_s, torch.bmm(a, x.unsqueeze(2)).squeeze(2))
+    correction = correction - torch.gather(x, 1, index)
+    alpha = torch.einsum("umk,um->uk", a_s, b) - correction
+    return list(alpha.unbind(0))
+
+
+def lasso(
+    a: Tensor,
+    b: Tensor,
+    *,
+    lam: float = 1e-5,
+    stages: int = 12,
+    iters_per_stage: int = 200,
+    tol: float = 1e-10,
+) -> Tensor:
+    """Solve the LASSO of Eq. 5 by Eq. 6 with continuation on lambda (batched over units).
+
+    With the small lambda of ISTA-NAS (1e-5), plain ISTA from zero first reaches a dense
+    least-squares fit and then moves towards the sparse solution by lambda / L per iteration.
+    Starting at lambda_max = max |A^T b| (where x = 0) and shrinking lambda geometrically to
+    ``lam``, each stage warm-started, reaches the sparse solution in a few hundred iterations.
+    """
+    with torch.no_grad():
+        lip = lipschitz(a)
+        lam_max = torch.bmm(a.transpose(1, 2), b.unsqueeze(2)).abs().max().item()
+        x = torch.zeros(a.shape[0], a.shape[2], dtype=a.dtype)
+        start = max(lam_max, lam)
+        for s in range(stages + 1):
+            lam_s = start * (lam / start) ** (s / stages)
+            x = ista(a, b, lam=lam_s, x0=x, lip=lip, max_iters=iters_per_stage, tol=tol)
+        return x

@@ -1,0 +1,78 @@
+"""End-of-run figures: p(tau) heatmap, architecture evolution (paper Fig. 5), lr / wd."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .augment import OPS
+
+__all__ = ["tau_heatmap", "architecture_evolution", "hyper_trajectories", "log_final_figures"]
+
+
+def tau_heatmap(probs: np.ndarray) -> Figure:
+    """The 14 x 14 matrix p(tau): row = first op, column = second op."""
+    fig = Figure(figsize=(7, 6))
+    ax = fig.add_subplot()
+    im = ax.imshow(probs, cmap="viridis")
+    ax.set_xticks(range(len(OPS)), OPS, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(OPS)), OPS, fontsize=7)
+    ax.set_xlabel("second operation")
+    ax.set_ylabel("first operation")
+    ax.set_title("p(tau) over ordered pairs")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def architecture_evolution(shares: Sequence[dict[str, float]]) -> Figure:
+    """Share of each operation in the current architecture, per epoch (stacked areas)."""
+    names = sorted({name for s in shares for name in s})
+    epochs = np.arange(1, len(shares) + 1)
+    stack = np.array([[s.get(n, 0.0) for s in shares] for n in names])
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    ax.stackplot(epochs, stack, labels=names)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of operations")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title("architecture evolution")
+    fig.tight_layout()
+    return fig
+
+
+def hyper_trajectories(steps: Sequence[int], lr: Sequence[float], wd: Sequence[float]) -> Figure:
+    """Learning rate and weight decay against the training step."""
+    fig = Figure(figsize=(8, 3))
+    for i, (values, name) in enumerate(((lr, "learning rate"), (wd, "weight decay"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.plot(steps, values)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+    fig.tight_layout()
+    return fig
+
+
+def log_final_figures(
+    sink: Any,
+    *,
+    probs: np.ndarray | None,
+    shares: Sequence[dict[str, float]],
+    lr_traj: Sequence[tuple[int, float]],
+    wd_traj: Sequence[tuple[int, float]],
+) -> None:
+    """Send the end-of-run figures that apply to this run to ``sink.log_figure``."""
+    if probs is not None:
+        sink.log_figure(tau_heatmap(probs), "tau_heatmap.png")
+    if shares:
+        sink.log_figure(architecture_evolution(shares), "architecture_evolution.png")
+    if lr_traj:
+        steps = [s for s, _ in lr_traj]
+        lrs = [v for _, v in lr_traj]
+        sink.log_figure(
+            hyper_trajectories(steps, lrs, [v for _, v in wd_traj]), "lr_wd_trajectories.png"
+        )

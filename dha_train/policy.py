@@ -1,0 +1,63 @@
+"""Sec. 3.1: the augmentation policy tau, p(tau) over the 196 ordered pairs, and Eq. 2.
+
+tau is a ``K x K`` logit matrix (K = 14); ``p(tau)`` is the softmax over all ``K * K``
+entries, entry ``(i, j)`` being "op i, then op j". Every sample draws its own pair by
+Gumbel-max from ``p(tau)`` (one Gumbel vector per sample: the faithful reading of "we sample
+n_tr transformations according to tau"; the public code perturbs one matrix per batch).
+Eq. 2, ``L_DA = -sum_k p_k(tau) L_k`` with each per-sample loss ``L_k`` held constant, moves
+probability towards pairs that produce high training loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .augment import NUM_OPS, OPS
+
+__all__ = ["AugmentPolicy"]
+
+
+class AugmentPolicy(nn.Module):
+    """The DA parameters tau (its only parameter) and the sampling / loss around them."""
+
+    def __init__(self, num_ops: int = NUM_OPS) -> None:
+        super().__init__()
+        self.num_ops = num_ops
+        # Uniform start: all 196 pairs equally likely.
+        self.tau = nn.Parameter(torch.zeros(num_ops, num_ops))
+
+    def probs(self) -> Tensor:
+        """``p(tau)`` as a ``(K, K)`` matrix that sums to 1."""
+        return torch.softmax(self.tau.flatten(), dim=0).view_as(self.tau)
+
+    @torch.no_grad()
+    def sample(self, batch: int, generator: torch.Generator) -> Tensor:
+        """One ordered pair per sample, ``(batch, 2)`` op ids, by Gumbel-max from ``p(tau)``."""
+        logits = self.tau.detach().flatten().to(generator.device)
+        u = torch.rand(batch, logits.numel(), generator=generator, device=generator.device)
+        gumbel = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+        flat = torch.argmax(logits + gumbel, dim=1)
+        return torch.stack([flat // self.num_ops, flat % self.num_ops], dim=1)
+
+    def loss(self, pairs: Tensor, per_sample_loss: Tensor) -> Tensor:
+        """Eq. 2: ``-sum_k p_k(tau) * L_k`` with ``L_k`` detached (a function of tau only)."""
+        p = self.probs().to(pairs.device)
+        pk = p[pairs[:, 0], pairs[:, 1]]
+        return -(pk * per_sample_loss.detach().to(pk.dtype)).sum()
+
+    @torch.no_grad()
+    def entropy(self) -> float:
+        """Entropy of ``p(tau)`` in nats (``log 196`` = 5.278 when uniform)."""
+        p = self.probs().flatten()
+        return float(-(p * torch.log(p.clamp_min(1e-30))).sum())
+
+    @torch.no_grad()
+    def top_pairs(self, k: int = 5) -> dict[str, float]:
+        """The ``k`` most likely pairs as ``{"First+Second": probability}``."""
+        p = self.probs().flatten()
+        values, idx = torch.topk(p, k)
+        return {
+            f"{OPS[int(i) // self.num_ops]}+{OPS[int(i) % self.num_ops]}": float(v)
+            for v, i in zip(values, idx, strict=True)
+        }

@@ -1,0 +1,424 @@
+"""Algorithm 1 (``dha``), Algorithm 2 (``sequential``), the Table 3 ablations and a baseline.
+
+``train`` runs the phases of a mode (see :mod:`dha_train.modes`), checkpointing every
+``checkpoint_every_steps`` steps and at each epoch end, and resumes from the last checkpoint.
+Search phases are one-stage (ISTA-NAS): after every decision unit has frozen, training goes on
+with the fixed architecture; the result is the derived child with its trained weights.
+
+Rank awareness (for DDP, issue 7): ``rank`` / ``world_size`` shard the batches, each rank has
+its own DA generator seeded from ``(seed, rank)``, and only rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .errors import ConfigError, UserError
+from .evaluation import EpochBatches, evaluate, seed_everything
+from .hpo import HyperBounds
+from .modes import MODES, Phase, mode_phases
+from .phase import PhaseRun, build_phase
+from .plots import log_final_figures
+from .spaces.arch import Architecture, architecture_from_dict
+from .spaces.base import SpaceConfig
+
+__all__ = ["TrainConfig", "TrainResult", "MetricsSink", "NonFiniteLossError", "train"]
+
+log = logging.getLogger(__name__)
+HPO_BATCHES = ("next", "separate")
+
+
+class MetricsSink(Protocol):
+    """Where the trainer reports (the pipeline backs it with MLflow on rank 0)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_dict(self, data: dict[str, Any], name: str) -> None: ...
+    def log_figure(self, figure: Any, name: str) -> None: ...
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or inf."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs besides the data (validated in ``validate``)."""
+
+    space: SpaceConfig
+    mode: str = "dha"
+    epochs: int = 50
+    batch_size: int = 64
+    seed: int = 0
+    # weights' optimizer (Eq. 3) and the hyper-parameters eta (Eq. 4)
+    lr: float = 0.025
+    wd: float = 3e-4
+    momentum: float = 0.9
+    lr_bounds: tuple[float, float] = (1e-3, 0.1)
+    wd_bounds: tuple[float, float] = (0.0, 1e-2)
+    hyper_lr: float = 1e-4  # beta in Eq. 4
+    hpo_batch: str = "next"  # "next" (deviation, cheap) | "separate" (Algorithm 1 line 9)
+    grad_clip: float = 5.0
+    # DA policy tau (Eq. 2) and the fixed standard augmentation
+    tau_lr: float = 1e-3
+    hflip: bool = True
+    # architecture parameters b (ISTA-NAS one-stage settings)
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_wd: float = 1e-3
+    budget: Any = None  # budgets.Budget; None = unbounded
+    latency_device: str | None = None  # where a latency budget is measured (None = device)
+    sequential_search_fraction: float = 0.5
+    # execution
+    device: str = "cpu"
+    workers: int = 0
+    amp: bool | None = None  # bf16 autocast; None = on for CUDA, off on CPU
+    channels_last: bool | None = None  # None = on for CUDA
+    checkpoint_every_steps: int = 200  # 0 = only at epoch ends
+    log_every_steps: int = 20
+    limit_steps_per_epoch: int | None = None  # tiny runs / tests
+    progress: bool = True
+    rank: int = 0
+    world_size: int = 1
+
+    def validate(self) -> None:
+        """Raise ConfigError for values out of range."""
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.hpo_batch not in HPO_BATCHES:
+            raise ConfigError(f"hpo_batch={self.hpo_batch!r}; expected one of {HPO_BATCHES}")
+        for name in ("epochs", "batch_size", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer >= 1")
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(
+                f"rank={self.rank} with world_size={self.world_size}; need 0<=rank<ws"
+            )
+        HyperBounds(lr=self.lr_bounds, wd=self.wd_bounds).check(self.lr, self.wd)
+
+    def use_amp(self) -> bool:
+        return torch.device(self.device).type == "cuda" if self.amp is None else self.amp
+
+    def use_channels_last(self) -> bool:
+        cuda = torch.device(self.device).type == "cuda"
+        return cuda if self.channels_last is None else self.channels_last
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    architecture: Architecture
+    model: nn.Module  # the derived child (or fixed network) with trained weights, on CPU
+    test: dict[str, float]
+    history: list[dict[str, Any]]
+    lr_trajectory: list[tuple[int, float]]
+    wd_trajectory: list[tuple[int, float]]
+    tau_probs: list[list[float]] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_data(cfg: TrainConfig, data: Any) -> None:
+    if cfg.space.num_classes != data.num_classes or cfg.space.resolution != data.resolution:
+        raise ConfigError(
+            f"space config has num_classes={cfg.space.num_classes}, resolution="
+            f"{cfg.space.resolution} but the data has {data.num_classes} classes at "
+            f"{data.resolution} px; build the SpaceConfig from the DataBundle"
+        )
+
+
+class _Run:
+    """Mutable state of one ``train`` call (the part a checkpoint holds besides the phase)."""
+
+    def __init__(self, cfg: TrainConfig, data: Any, workdir: Path, sink: MetricsSink) -> None:
+        self.cfg, self.data, self.workdir, self.sink = cfg, data, workdir, sink
+        self.device = torch.device(cfg.device)
+        self.main = cfg.rank == 0
+        self.phases = mode_phases(cfg.mode, cfg.epochs, cfg.sequential_search_fraction)
+        self.phase_idx = self.epoch = self.step_in_epoch = self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self.lr_traj: list[tuple[int, float]] = []
+        self.wd_traj: list[tuple[int, float]] = []
+        self.searched: dict[str, Any] | None = None  # architecture found by a search phase
+        self.accum = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, n
+        self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.run: PhaseRun | None = None
+
+    # --- checkpoints ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        assert self.run is not None
+        return {
+            "format": 1,
+            "mode": self.cfg.mode,
+            "phase_idx": self.phase_idx,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "history": self.history,
+            "lr_traj": self.lr_traj,
+            "wd_traj": self.wd_traj,
+            "searched": self.searched,
+            "accum": self.accum.cpu(),
+            "phase": self.run.state_dict(),
+            "rng": rng_state(self.run.generators()),
+        }
+
+    def save(self) -> None:
+        self.check_finite()
+        if self.main:
+            save_checkpoint(self.state(), self.workdir)
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt["mode"] != self.cfg.mode:
+            raise ConfigError(
+                f"checkpoint in {self.workdir} is for mode {ckpt['mode']!r}, not "
+                f"{self.cfg.mode!r}; use another workdir or resume=False"
+            )
+        for key in ("phase_idx", "epoch", "step_in_epoch", "global_step", "searched"):
+            setattr(self, key, ckpt[key])
+        self.history, self.lr_traj, self.wd_traj = ckpt["history"], ckpt["lr_traj"], ckpt["wd_traj"]
+        self.lr_traj = [tuple(t) for t in self.lr_traj]  # type: ignore[misc]
+        self.wd_traj = [tuple(t) for t in self.wd_traj]  # type: ignore[misc]
+        self.accum = ckpt["accum"].to(self.device)
+        self.start_phase()
+        assert self.run is not None
+        self.run.load_state_dict(ckpt["phase"])
+        restore_rng_state(ckpt["rng"], self.run.generators())
+
+    def check_finite(self) -> None:
+        if bool(self.bad):
+            raise NonFiniteLossError(
+                f"the training loss became NaN/inf by step {self.global_step} (phase "
+                f"{self.phase_idx}, epoch {self.epoch}); the last good checkpoint in "
+                f"{self.workdir} is kept: lower lr / lr_bounds or hyper_lr and resume"
+            )
+
+    # --- phases -----------------------------------------------------------------------
+    def start_phase(self) -> None:
+        phase, _ = self.phases[self.phase_idx]
+        arch = None
+        if phase.fresh_from_search and self.searched is not None:
+            arch = architecture_from_dict(self.searched)
+        self.run = build_phase(self.cfg, self.data, phase, arch=arch, phase_idx=self.phase_idx)
+
+    def steps_per_epoch(self) -> int:
+        n = len(EpochBatches(len(self.data.train), self.cfg.batch_size, 0, 0, self.cfg))
+        return (
+            n if self.cfg.limit_steps_per_epoch is None else min(n, self.cfg.limit_steps_per_epoch)
+        )
+
+    def set_schedule(self, phase: Phase, epochs: int) -> None:
+        """Cosine lr over the phase for modes that do not learn lr."""
+        assert self.run is not None
+        if phase.learn_hp:
+            return
+        total = max(1, epochs * self.steps_per_epoch())
+        t = self.epoch * self.steps_per_epoch() + self.step_in_epoch
+        self.run.parts.weights_opt.set_lr(0.5 * self.cfg.lr * (1 + math.cos(math.pi * t / total)))
+
+    def run_epoch(self, phase: Phase, epochs: int, bar: tqdm) -> None:
+        assert self.run is not None
+        cfg = self.cfg
+        batches = EpochBatches(
+            len(self.data.train),
+            cfg.batch_size,
+            cfg.seed,
+            self.phase_idx * 100_000 + self.epoch,
+            cfg,
+            start=self.step_in_epoch,
+            limit=cfg.limit_steps_per_epoch,
+        )
+        loader = DataLoader(
+            self.data.train,
+            batch_sampler=batches,
+            num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # creating an iterator must not draw from the global RNG
+        )
+        for x, y in loader:
+            self.set_schedule(phase, epochs)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            out = self.run.step(x, y)
+            self.accum += torch.stack(
+                [
+                    out.loss.double() * out.count,
+                    out.correct.double(),
+                    torch.tensor(float(out.count), device=self.device),
+                ]
+            )
+            self.bad |= ~torch.isfinite(out.loss)
+            self.global_step += 1
+            self.step_in_epoch += 1
+            bar.update(1)
+            if self.global_step % cfg.log_every_steps == 0:
+                self.log_step(out.loss, out.correct, out.count, bar)
+            if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0:
+                self.save()
+
+    def log_step(self, loss: torch.Tensor, correct: torch.Tensor, n: int, bar: tqdm) -> None:
+        self.check_finite()
+        assert self.run is not None
+        lr, wd = self.run.eta()
+        self.lr_traj.append((self.global_step, lr))
+        self.wd_traj.append((self.global_step, wd))
+        metrics = {"step/loss": float(loss), "step/top1": float(correct) / n, "lr": lr, "wd": wd}
+        bar.set_postfix(
+            loss=f"{metrics['step/loss']:.3f}",
+            acc=f"{metrics['step/top1']:.3f}",
+            lr=f"{lr:.4f}",
+            wd=f"{wd:.2e}",
+        )
+        if self.main:
+            self.sink.log_metrics(metrics, self.global_step)
+
+    def end_epoch(self, phase: Phase) -> None:
+        self.check_finite()
+        assert self.run is not None
+        loss_sum, correct, n = self.accum.tolist()
+        val = evaluate(
+            self.run.eval_forward(),
+            self.data.val,
+            batch_size=self.cfg.batch_size,
+            workers=self.cfg.workers,
+            device=self.device,
+        )
+        lr, wd = self.run.eta()
+        record: dict[str, Any] = {
+            "phase": self.phase_idx,
+            "epoch": len(self.history) + 1,
+            "step": self.global_step,
+            "train_loss": loss_sum / max(n, 1),
+            "train_top1": correct / max(n, 1),
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "lr": lr,
+            "wd": wd,
+        }
+        if self.run.policy is not None:
+            record["tau_entropy"] = self.run.policy.entropy()
+        if self.run.search is not None:
+            self.run.search.end_epoch()
+            record["frozen_units"] = self.run.frozen_units()
+            record["op_shares"] = self.run.op_shares()
+        self.history.append(record)
+        if self.main:
+            self.sink.log_metrics(
+                {k: float(v) for k, v in record.items() if isinstance(v, int | float)},
+                self.global_step,
+            )
+            if self.run.policy is not None:
+                self.sink.log_dict(
+                    self.run.policy.top_pairs(5), f"tau_top5/epoch_{len(self.history):03d}.json"
+                )
+            if self.run.search is not None:
+                arch = self.run.search.current_architecture()
+                self.sink.log_dict(
+                    arch.to_dict(), f"architecture/epoch_{len(self.history):03d}.json"
+                )
+        log.info(
+            "epoch %d: %s", len(self.history), {k: v for k, v in record.items() if k != "op_shares"}
+        )
+        self.accum.zero_()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.save()
+
+    def finish_phase(self) -> None:
+        assert self.run is not None
+        if self.run.search is not None:
+            self.searched = self.run.search.current_architecture().to_dict()
+        self.phase_idx += 1
+        self.epoch = self.step_in_epoch = 0
+        if self.phase_idx < len(self.phases):
+            self.start_phase()
+            self.save()
+
+
+def train(
+    cfg: TrainConfig, data: Any, *, workdir: Path, sink: MetricsSink, resume: bool = False
+) -> TrainResult:
+    """Run ``cfg.mode`` on ``data`` (a DataBundle); see the module docstring."""
+    cfg.validate()
+    _check_data(cfg, data)
+    workdir = Path(workdir)
+    seed_everything(cfg.seed + cfg.rank)
+    state = _Run(cfg, data, workdir, sink)
+    ckpt = load_checkpoint(workdir) if resume else None
+    if ckpt is not None:
+        state.restore(ckpt)
+        log.info("resumed from %s at step %d", workdir, state.global_step)
+    else:
+        state.start_phase()
+    while state.phase_idx < len(state.phases):
+        phase, epochs = state.phases[state.phase_idx]
+        total = epochs * state.steps_per_epoch()
+        done = state.epoch * state.steps_per_epoch() + state.step_in_epoch
+        with tqdm(
+            total=total,
+            initial=done,
+            disable=not (cfg.progress and state.main),
+            desc=f"{cfg.mode}[{state.phase_idx}]",
+            leave=False,
+        ) as bar:
+            while state.epoch < epochs:
+                state.run_epoch(phase, epochs, bar)
+                state.end_epoch(phase)
+        if state.phase_idx == len(state.phases) - 1:
+            break
+        state.finish_phase()
+    return _finish(state)
+
+
+def _finish(state: _Run) -> TrainResult:
+    run, cfg = state.run, state.cfg
+    assert run is not None
+    arch, model = run.final_model()
+    test = evaluate(
+        run.model_forward(model),
+        state.data.test,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        device=state.device,
+    )
+    probs = run.policy.probs().detach().cpu() if run.policy is not None else None
+    if state.main:
+        state.sink.log_metrics({f"test_{k}": v for k, v in test.items()}, state.global_step)
+        state.sink.log_dict(arch.to_dict(), "architecture.json")
+        state.sink.log_dict(
+            {"history": state.history, "config": _jsonable(asdict(cfg))}, "history.json"
+        )
+        log_final_figures(
+            state.sink,
+            probs=None if probs is None else probs.numpy(),
+            shares=[h["op_shares"] for h in state.history if "op_shares" in h],
+            lr_traj=state.lr_traj,
+            wd_traj=state.wd_traj,
+        )
+    return TrainResult(
+        architecture=arch,
+        model=model.cpu().eval(),
+        test=test,
+        history=state.history,
+        lr_trajectory=state.lr_traj,
+        wd_trajectory=state.wd_traj,
+        tau_probs=probs.tolist() if probs is not None else None,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, int | float | str | bool | type(None)) else str(value)

@@ -1,0 +1,102 @@
+"""dha: one command for every step of the pipeline.
+
+Each MLproject entry point is a subcommand (``dha run`` is ``main``); ``dha predict`` and
+``dha measure --arch`` are for users working with registered or published models. Bad
+input ends with one ``error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+from dha_train.errors import UserError
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+# subcommand -> (module under pipeline.steps, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": (
+        "main",
+        "the whole pipeline: search_train -> derive -> measure -> export -> register -> compare",
+    ),
+    "search-train": ("search_train", "DHA search and training (Algorithm 1) in one stage"),
+    "derive": (
+        "derive",
+        "the standalone child network with its trained weights, evaluated on the test split",
+    ),
+    "measure": (
+        "measure",
+        "params, multiply-adds and latency of a model: the paper's Table 5 on this machine",
+    ),
+    "export": ("export", "ONNX and TensorRT files with parity gates, logged as MLflow models"),
+    "register": ("register", "register exported models with version tags and aliases"),
+    "compare": ("compare", "runs side by side and an accuracy-vs-latency plot"),
+    "predict": ("predict", "top-5 classes of images with a registered model"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line, with a 'did you mean' for misspelt flags."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "unrecognized arguments" in message:
+            flags = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
+            known = [o for a in self._actions for o in a.option_strings]
+            hints = []
+            for flag in flags:
+                close = difflib.get_close_matches(flag.replace("_", "-"), known, n=1)
+                if close:
+                    hints.append(f"{flag} (did you mean {close[0]}?)")
+            if hints:
+                message = "unknown parameter " + ", ".join(hints)
+        sys.stderr.write(f"error: {message}; see 'dha {self.prog.split()[-1]} --help'\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dha", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_) in SUBCOMMANDS.items():
+        step = import_module(f"pipeline.steps.{module}")
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=(step.__doc__ or help_).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        step.add_arguments(p)
+        p.set_defaults(handler=step.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "fvcore", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

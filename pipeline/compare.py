@@ -1,0 +1,219 @@
+"""Runs side by side: accuracy, size and latency per backend and device, sorted by latency.
+
+Rows come from ``measure`` step runs, which carry the Table 5 metrics (``top1``, ``params_m``,
+``latency_ms.<backend>.<device>.bs<N>``...) and, as tags, what the run searched (dataset,
+space, mode, budgets) and the name of each device it timed on. A latency column holds one
+backend on one device kind; where its rows were timed on different machines, each cell
+names its machine and the header says the column is mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from dha_train.errors import UserError
+
+__all__ = [
+    "CompareRow",
+    "Comparison",
+    "collect_runs",
+    "build_comparison",
+    "pareto_front",
+    "plot_comparison",
+    "DESCRIPTIVE_TAGS",
+]
+
+DESCRIPTIVE_TAGS = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
+_LATENCY_PREFIX = "latency_ms."
+
+
+@dataclass
+class CompareRow:
+    run_id: str
+    info: dict[str, str]
+    top1: float | None
+    top5: float | None
+    params_m: float | None
+    flops_m: float | None
+    latency: dict[str, float] = field(default_factory=dict)  # "<backend>.<device>.bs<N>" -> ms
+    devices: dict[str, str] = field(default_factory=dict)  # "cpu"/"cuda" -> machine name
+
+
+def _row(run: Run) -> CompareRow:
+    m, tags = run.data.metrics, run.data.tags
+    return CompareRow(
+        run_id=run.info.run_id,
+        info={k: tags.get(f"dha.{k}", "") for k in DESCRIPTIVE_TAGS},
+        top1=m.get("top1"),
+        top5=m.get("top5"),
+        params_m=m.get("params_m"),
+        flops_m=m.get("flops_m"),
+        latency={
+            k.removeprefix(_LATENCY_PREFIX): v
+            for k, v in m.items()
+            if k.startswith(_LATENCY_PREFIX)
+        },
+        devices={
+            k.removeprefix("dha.device_name."): v
+            for k, v in tags.items()
+            if k.startswith("dha.device_name.")
+        },
+    )
+
+
+def collect_runs(
+    client: MlflowClient,
+    *,
+    experiment_ids: Sequence[str] = (),
+    run_ids: Sequence[str] = (),
+    model_name: str = "",
+) -> list[CompareRow]:
+    """Measure runs of experiments, of explicit run ids (a main run stands for its measure
+    step), or behind the versions of a registered model."""
+    runs: dict[str, Run] = {}
+    if experiment_ids:
+        for run in client.search_runs(
+            list(experiment_ids),
+            filter_string="tags.`dha.step` = 'measure' and attributes.status = 'FINISHED'",
+            max_results=1000,
+        ):
+            runs[run.info.run_id] = run
+    ids = list(run_ids)
+    if model_name:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+        if not versions:
+            raise UserError(
+                f"no registered model {model_name!r}: see `mlflow models` or the MLflow UI"
+            )
+        ids += [v.tags["measure_run_id"] for v in versions if "measure_run_id" in v.tags]
+    for run_id in ids:
+        run = client.get_run(run_id)
+        measure_id = run.data.tags.get("dha.run.measure", run_id)
+        runs[measure_id] = client.get_run(measure_id) if measure_id != run_id else run
+    return [_row(r) for r in runs.values()]
+
+
+@dataclass
+class Comparison:
+    rows: list[CompareRow]
+    columns: list[str]  # latency keys, e.g. "onnxruntime.cpu.bs1"
+    sort_key: str | None
+    mixed: dict[str, list[str]]  # latency key -> distinct machine names, where more than one
+
+    def header(self) -> list[str]:
+        lat = [f"{c} (ms){' [mixed devices]' if c in self.mixed else ''}" for c in self.columns]
+        return ["run", *DESCRIPTIVE_TAGS, "top1", "top5", "params_m", "flops_m", *lat]
+
+    def cells(self, row: CompareRow) -> list[str]:
+        def num(v: float | None, fmt: str = "{:.2f}") -> str:
+            return "" if v is None else fmt.format(v)
+
+        lat = []
+        for c in self.columns:
+            value = num(row.latency.get(c))
+            if value and c in self.mixed:
+                value += f" ({row.devices.get(c.split('.')[1], '?')})"
+            lat.append(value)
+        return [
+            row.run_id[:8],
+            *(row.info[k] for k in DESCRIPTIVE_TAGS),
+            num(row.top1),
+            num(row.top5),
+            num(row.params_m, "{:.3f}"),
+            num(row.flops_m, "{:.1f}"),
+            *lat,
+        ]
+
+    def to_markdown(self) -> str:
+        head = self.header()
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(self.cells(r)) + " |" for r in self.rows]
+        if self.mixed:
+            lines.append("")
+            lines += [f"{c}: timed on {', '.join(names)}" for c, names in self.mixed.items()]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(self.header())
+        writer.writerows(self.cells(r) for r in self.rows)
+        return buf.getvalue()
+
+
+def build_comparison(rows: list[CompareRow]) -> Comparison:
+    """Columns for every latency measured, rows sorted by the first batch-1 column."""
+    if not rows:
+        raise UserError("nothing to compare: no FINISHED measure runs found; run `dha run` first")
+    columns = sorted(
+        {k for r in rows for k in r.latency}, key=lambda k: (not k.endswith(".bs1"), k)
+    )
+    mixed = {}
+    for c in columns:
+        device = c.split(".")[1]
+        names = sorted({r.devices.get(device, "?") for r in rows if c in r.latency})
+        if len(names) > 1:
+            mixed[c] = names
+    preferred = [c for c in columns if c.endswith(".bs1")]
+    sort_key = max(preferred, key=lambda c: sum(c in r.latency for r in rows), default=None)
+    if sort_key:
+        rows = sorted(rows, key=lambda r: r.latency.get(sort_key, math.inf))
+    return Comparison(rows=rows, columns=columns, sort_key=sort_key, mixed=mixed)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, accuracy) that no other point beats on both."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any(
+            (lat2 <= lat and acc2 >= acc) and (lat2 < lat or acc2 > acc)
+            for j, (lat2, acc2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_comparison(comparison: Comparison, path: Path) -> Path | None:
+    """Top-1 against the sort column's latency, Pareto front marked; None if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = comparison.sort_key
+    rows = [r for r in comparison.rows if key and key in r.latency and r.top1 is not None]
+    if not rows:
+        return None
+    points = [(r.latency[key], float(r.top1)) for r in rows]  # type: ignore[index, arg-type]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(*zip(*points, strict=True), color="tab:blue", label="runs")
+    for r, (x, y) in zip(rows, points, strict=True):
+        ax.annotate(
+            f"{r.info['space']}/{r.info['mode']} {r.run_id[:6]}",
+            (x, y),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    fx, fy = zip(*(points[i] for i in front), strict=True)
+    ax.plot(fx, fy, "o--", color="tab:red", label="Pareto front")
+    device = comparison.mixed.get(key, None)
+    ax.set_xlabel(f"latency {key} (ms){' [mixed devices]' if device else ''}")
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

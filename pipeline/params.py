@@ -1,0 +1,275 @@
+"""Every parameter a user can pass, declared once and validated once, at the edge.
+
+The table below drives the ``dha`` argument parsers, the ``MLproject`` file (a test checks
+that it matches :func:`mlproject_yaml`) and the README's parameter table. A value that is
+out of range, or a misspelt name, is a :class:`~dha_train.errors.ConfigError` with one line
+that says what was given, what is allowed and, where it can, what was probably meant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dha_train.errors import ConfigError
+
+__all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One user-facing parameter."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: str) -> Any:
+        """Turn the command-line string into a checked value (ConfigError if it isn't one)."""
+        if raw in ("''", '""'):  # MLflow's Kubernetes backend passes an empty value shell-quoted
+            raw = ""
+        if self.type is bool:
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"{self.name}={raw!r} is not a boolean: use true or false")
+            return lowered in ("true", "1", "yes")
+        if self.type in (int, float):
+            if self.type is float and raw.strip().lower() in ("", "none", "inf"):
+                return None  # an unset budget
+            try:
+                value = self.type(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{self.name}={raw!r} is not a{'n' if self.type is int else ''} "
+                    f"{self.type.__name__}"
+                ) from None
+            if self.minimum is not None and value < self.minimum:
+                raise ConfigError(f"{self.name}={raw} is below its minimum {self.minimum:g}")
+            return value
+        if self.choices is not None and raw not in self.choices:
+            close = difflib.get_close_matches(raw, self.choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown {self.name} {raw!r}{hint}: choose one of {', '.join(self.choices)}"
+            )
+        return raw
+
+    @property
+    def mlflow_type(self) -> str:
+        if self.default is None:
+            return "string"  # '' = unset
+        return {int: "int", float: "float"}.get(self.type, "string")
+
+
+def _p(
+    name: str,
+    type_: type,
+    default: Any,
+    help_: str,
+    choices: Sequence[str] | None = None,
+    minimum: float | None = None,
+) -> Param:
+    return Param(name, type_, default, help_, tuple(choices) if choices else None, minimum)
+
+
+PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in [
+        # data
+        _p(
+            "dataset",
+            str,
+            "digits",
+            "dataset to search and train on",
+            ["digits", "cifar10", "cifar100", "imagefolder", "imagenet"],
+        ),
+        _p("data_dir", str, "", "folder holding the dataset (not needed for digits)"),
+        _p(
+            "resolution",
+            int,
+            0,
+            "input side in px; 0 = the dataset's default (digits 32, cifar 32, "
+            "imagefolder/imagenet 224)",
+            minimum=0,
+        ),
+        _p("workers", int, 2, "DataLoader worker processes", minimum=0),
+        # search space
+        _p("space", str, "mobilenet", "search space", ["mobilenet", "cell"]),
+        _p(
+            "width_mult",
+            float,
+            0.0,
+            "mobilenet width multiplier; 0 = default (digits 0.35, others 1.0)",
+            minimum=0,
+        ),
+        _p(
+            "init_channels",
+            int,
+            0,
+            "cell space: channels C; 0 = default (16 small, 48 imagenet)",
+            minimum=0,
+        ),
+        _p(
+            "layers",
+            int,
+            0,
+            "cell space: number of cells; 0 = default (5 digits, 8 small, 14 imagenet)",
+            minimum=0,
+        ),
+        # method
+        _p(
+            "mode",
+            str,
+            "dha",
+            "what is searched jointly (paper Table 3)",
+            ["dha", "sequential", "nas", "nas_da", "nas_hpo", "baseline"],
+        ),
+        _p("epochs", int, 0, "training epochs; 0 = default (digits 15, others 50)", minimum=0),
+        _p("batch_size", int, 64, "training mini-batch (per process)", minimum=2),
+        _p("seed", int, 0, "random seed (data split, initialisation, sampling)", minimum=0),
+        _p("nproc", int, 1, "processes for search_train (torchrun, one per GPU)", minimum=1),
+        # budgets (Eq. 1)
+        _p(
+            "max_flops_m",
+            float,
+            None,
+            "budget: multiply-adds in millions (unset = none)",
+            minimum=0,
+        ),
+        _p("max_params_m", float, None, "budget: parameters in millions (unset = none)", minimum=0),
+        _p(
+            "max_latency_ms",
+            float,
+            None,
+            "budget: batch-1 latency on target_device in ms (unset = none)",
+            minimum=0,
+        ),
+        _p(
+            "target_device",
+            str,
+            "cpu",
+            "device that training, latency budget and measurement use",
+            ["cpu", "cuda"],
+        ),
+        # deployment
+        _p(
+            "formats",
+            str,
+            "onnx,tensorrt",
+            "comma-separated formats to export and register "
+            "(tensorrt is skipped with a reason where TensorRT or CUDA is absent, unless alone)",
+        ),
+        _p("precision", str, "fp32", "precision of the exported engines", ["fp32", "fp16"]),
+        _p("model_name", str, "", "registered model name prefix; '' = dha-<space>-<dataset>"),
+        _p("reuse", bool, True, "reuse a FINISHED step run with the same parameters and code"),
+        # step plumbing (URIs between steps)
+        _p("search_run_id", str, "", "run id of a finished search_train step"),
+        _p("derive_run_id", str, "", "run id of a finished derive step"),
+        _p("export_run_id", str, "", "run id of a finished export step"),
+        _p("measure_run_id", str, "", "run id of a finished measure step"),
+        _p(
+            "references",
+            str,
+            "proxylessnas_gpu,darts_v2",
+            "reference architectures measured beside the derived model in Table 5 ('' = none)",
+        ),
+        _p("experiment", str, "", "compare: experiment name ('' = the active one)"),
+        _p("run_ids", str, "", "compare: comma-separated run ids"),
+    ]
+}
+
+_DATA = ["dataset", "data_dir", "resolution", "workers", "seed"]
+_SPACE = ["space", "width_mult", "init_channels", "layers"]
+_BUDGET = ["max_flops_m", "max_params_m", "max_latency_ms", "target_device"]
+
+STEP_PARAMS: dict[str, list[str]] = {
+    "main": _DATA
+    + _SPACE
+    + ["mode", "epochs", "batch_size", "nproc"]
+    + _BUDGET
+    + ["formats", "precision", "model_name", "references", "reuse"],
+    "search_train": _DATA + _SPACE + ["mode", "epochs", "batch_size", "nproc"] + _BUDGET,
+    "derive": ["search_run_id", "workers", "target_device"],
+    "measure": ["derive_run_id", "target_device", "references", "batch_size"],
+    "export": ["derive_run_id", "formats", "precision", "target_device"],
+    "register": ["export_run_id", "measure_run_id", "model_name"],
+    "compare": ["experiment", "run_ids", "model_name"],
+}
+
+
+def add_params(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """Add the parameters ``names`` to ``parser`` as ``--flag value`` options."""
+    for name in names:
+        p = PARAMS[name]
+        default = (
+            ""
+            if p.default is None
+            else str(p.default).lower()
+            if p.type is bool
+            else str(p.default)
+        )
+        extra = f" {{{','.join(p.choices)}}}" if p.choices else ""
+        parser.add_argument(
+            p.flag,
+            dest=p.name,
+            default=default,
+            metavar=p.type.__name__.upper(),
+            help=f"{p.help}{extra} (default: {default or 'unset'})",
+        )
+
+
+def parse_values(namespace: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """Checked values of ``names`` from a parsed namespace (ConfigError on the first bad one)."""
+    return {name: PARAMS[name].parse(str(getattr(namespace, name))) for name in names}
+
+
+def parse_formats(raw: str) -> tuple[str, ...]:
+    """'onnx,tensorrt' -> ('onnx', 'tensorrt'), checked."""
+    known = ("onnx", "tensorrt")
+    formats = tuple(f.strip() for f in raw.split(",") if f.strip())
+    for f in formats:
+        if f not in known:
+            close = difflib.get_close_matches(f, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown format {f!r}{hint}: formats is a comma-separated subset of onnx,tensorrt"
+            )
+    if not formats:
+        raise ConfigError("formats is empty: pass onnx, tensorrt or onnx,tensorrt")
+    return formats
+
+
+COMMANDS: dict[str, str] = {"main": "run", "search_train": "search-train"}
+
+
+def mlproject_yaml() -> str:
+    """The MLproject file's text, generated from the tables above."""
+    lines = ["name: dha", "", "conda_env: conda.yaml", "", "entry_points:"]
+    for step, names in STEP_PARAMS.items():
+        command = COMMANDS.get(step, step)
+        lines += [f"  {step}:", "    parameters:"]
+        for name in names:
+            p = PARAMS[name]
+            default = (
+                "" if p.default is None else str(p.default).lower() if p.type is bool else p.default
+            )
+            lines.append(
+                f"      {name}: {{type: {p.mlflow_type}, default: {_yaml_scalar(default)}}}"
+            )
+        args = " ".join(f"{PARAMS[n].flag} {{{n}}}" for n in names)
+        lines.append(f'    command: "dha {command} {args}"')
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_scalar(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)

@@ -1,0 +1,65 @@
+"""compare: a table of runs side by side and an accuracy-vs-latency plot.
+
+Reads the measure runs of an experiment (default: the active one), of the given run ids, or
+behind the versions of a registered model. Writes compare.md, compare.csv and
+accuracy_vs_latency.png (Pareto front marked) to the run and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from dha_train.errors import UserError
+from pipeline.compare import build_comparison, collect_runs, plot_comparison
+from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.runs import step_run
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params(parser, STEP_PARAMS["compare"])
+
+
+def _experiment_ids(client: MlflowClient, name: str, fallback: str) -> list[str]:
+    if not name:
+        return [os.environ.get("MLFLOW_EXPERIMENT_ID") or fallback]
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise UserError(f"no experiment named {name!r}: pass an existing one (see the MLflow UI)")
+    return [experiment.experiment_id]
+
+
+def run(args: argparse.Namespace) -> None:
+    values = parse_values(args, STEP_PARAMS["compare"])
+    run_ids = [r.strip() for r in values["run_ids"].split(",") if r.strip()]
+    with step_run("compare", values) as active:
+        client = MlflowClient()
+        by_experiment = values["experiment"] or not (run_ids or values["model_name"])
+        experiments = (
+            _experiment_ids(client, values["experiment"], active.info.experiment_id)
+            if by_experiment
+            else []
+        )
+        rows = collect_runs(
+            client, experiment_ids=experiments, run_ids=run_ids, model_name=values["model_name"]
+        )
+        comparison = build_comparison(rows)
+        mlflow.log_text(comparison.to_markdown(), "compare/compare.md")
+        mlflow.log_text(comparison.to_csv(), "compare/compare.csv")
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = plot_comparison(comparison, Path(tmp) / "accuracy_vs_latency.png")
+            if plot is not None:
+                mlflow.log_artifact(str(plot), "compare")
+        print(comparison.to_markdown(), flush=True)
+        print(
+            f"[compare] {len(rows)} runs; table and plot logged to run {active.info.run_id} "
+            "(artifacts compare/)",
+            flush=True,
+        )

@@ -1,0 +1,55 @@
+"""derive: the standalone child network with its trained weights, evaluated on the test split.
+
+Reads the child that search_train ended with (``trained/`` of ``--search-run-id``), rebuilds
+it from its architecture JSON (the same builder as for published architectures), evaluates
+top-1/top-5 on the held-out test split through the deployable path (normalisation + child,
+no augmentation) and logs child/{architecture.json, weights.pt, meta.json} and a picture of
+the architecture (child/architecture.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import mlflow
+import torch
+
+from dha_train.data import load_dataset
+from dha_train.evaluation import evaluate
+from export.wrap import deployable
+from pipeline.arch_plot import draw_architecture
+from pipeline.artifacts import CHILD_DIR, load_derived, log_derived
+from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.runs import step_run
+from pipeline.steps.search_train import TRAINED_DIR
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params(parser, STEP_PARAMS["derive"])
+
+
+def run(args: argparse.Namespace) -> None:
+    values = parse_values(args, STEP_PARAMS["derive"])
+    with step_run("derive", values) as active:
+        trained = load_derived(values["search_run_id"], folder=TRAINED_DIR, step="search_train")
+        meta = trained.meta
+        data = load_dataset(
+            meta["dataset"], meta["data_dir"] or None, trained.resolution, meta["seed"]
+        )
+        device = torch.device(values["target_device"])
+        model = deployable(trained.model, meta["mean"], meta["std"]).to(device).eval()
+        scores = evaluate(
+            model, data.test, batch_size=128, workers=values["workers"], device=device
+        )
+        top1, top5 = 100.0 * scores["top1"], 100.0 * scores["top5"]
+        mlflow.log_metrics({"top1": top1, "top5": top5, "test_loss": scores["loss"]})
+        log_derived(trained.arch, trained.model, {**meta, "top1": top1, "top5": top5})
+        figure = draw_architecture(trained.arch)
+        mlflow.log_figure(figure, f"{CHILD_DIR}/architecture.png")
+        print(
+            f"[derive] run {active.info.run_id}: test top-1 {top1:.2f}%, top-5 {top5:.2f}% "
+            f"({len(data.test)} images); child at runs:/{active.info.run_id}/{CHILD_DIR}",
+            flush=True,
+        )

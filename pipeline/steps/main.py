@@ -1,0 +1,151 @@
+"""main (``dha run``): the whole pipeline, one child run per step.
+
+search_train -> derive -> measure -> export -> register -> compare, each an MLproject entry
+point started with ``mlflow.projects.run`` as in MLflow's multistep example. Steps hand each
+other run ids (whose artifacts and ``models:/`` URIs they read). A step that already
+FINISHED with the same parameters and code version is reused (``--reuse false`` reruns).
+Bad input is caught here, before any step starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from dha_train.errors import UserError
+from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.runs import ERROR_TAG, as_strings, find_reusable_run, project_root, step_run
+from pipeline.steps import search_train
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(UserError):
+    """A step run ended FAILED; its own error line was printed above."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params(parser, STEP_PARAMS["main"])
+
+
+def _launch(step: str, params: dict[str, Any], *, parent: mlflow.ActiveRun, reuse: bool) -> str:
+    """Run (or reuse) one step as a child run of ``parent``; return its run id."""
+    experiment_id = parent.info.experiment_id
+    strings = as_strings(params)
+    if reuse:
+        found = find_reusable_run(step, strings, experiment_id)
+        if found is not None:
+            print(f"[{step}] reusing FINISHED run {found.info.run_id}", flush=True)
+            mlflow.set_tag(f"dha.run.{step}", found.info.run_id)
+            return found.info.run_id
+    client = MlflowClient()
+    child = client.create_run(
+        experiment_id, run_name=step, tags={"mlflow.parentRunId": parent.info.run_id}
+    )
+    mlflow.set_tag(f"dha.run.{step}", child.info.run_id)
+    print(f"[{step}] starting run {child.info.run_id}", flush=True)
+    try:
+        mlflow.projects.run(
+            str(project_root()),
+            entry_point=step,
+            parameters=strings,
+            env_manager="local",
+            run_id=child.info.run_id,
+            experiment_id=experiment_id,
+            synchronous=True,
+        )
+    except mlflow.exceptions.ExecutionException:
+        reason = client.get_run(child.info.run_id).data.tags.get(ERROR_TAG, "see its log above")
+        raise StepFailed(f"step {step} failed (run {child.info.run_id}): {reason}") from None
+    return child.info.run_id
+
+
+def _summary(client: MlflowClient, measure_id: str, register_id: str) -> str:
+    """The run's Table 5 row and the models:/ URIs to fetch."""
+    lines = []
+    table = Path(client.download_artifacts(measure_id, "table5/table5.md"))
+    rows = table.read_text().strip().splitlines()
+    lines += ["", "Table 5 (this machine):", *rows[:3]]
+    registered = json.loads(
+        Path(client.download_artifacts(register_id, "registered.json")).read_text()
+    )
+    lines += ["", "Registered models (fetch with dha predict --model <uri> <images>):"]
+    lines += [
+        f"  {r['format']:9s} {r['uri']}  (version {r['version']})" for r in registered["versions"]
+    ]
+    lines += [f"  {s['format']:9s} skipped: {s['reason']}" for s in registered.get("skipped", [])]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> None:
+    values = parse_values(args, STEP_PARAMS["main"])
+    # the steps run `dha <step>` in a shell: make this interpreter's `dha` the one found
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    search_params = {k: values[k] for k in STEP_PARAMS["search_train"]}
+    search_train.preflight(search_params, formats=values["formats"])  # fail before any step
+    reuse = values["reuse"]
+    with step_run("main", values) as parent:
+        ids: dict[str, str] = {}
+        ids["search_train"] = _launch("search_train", search_params, parent=parent, reuse=reuse)
+        ids["derive"] = _launch(
+            "derive",
+            {
+                "search_run_id": ids["search_train"],
+                "workers": values["workers"],
+                "target_device": values["target_device"],
+            },
+            parent=parent,
+            reuse=reuse,
+        )
+        ids["measure"] = _launch(
+            "measure",
+            {
+                "derive_run_id": ids["derive"],
+                "target_device": values["target_device"],
+                "references": values["references"],
+                "batch_size": values["batch_size"],
+            },
+            parent=parent,
+            reuse=reuse,
+        )
+        ids["export"] = _launch(
+            "export",
+            {
+                "derive_run_id": ids["derive"],
+                "formats": values["formats"],
+                "precision": values["precision"],
+                "target_device": values["target_device"],
+            },
+            parent=parent,
+            reuse=reuse,
+        )
+        ids["register"] = _launch(
+            "register",
+            {
+                "export_run_id": ids["export"],
+                "measure_run_id": ids["measure"],
+                "model_name": values["model_name"],
+            },
+            parent=parent,
+            reuse=reuse,
+        )
+        # compare always reruns: the experiment it summarises has changed since last time
+        ids["compare"] = _launch(
+            "compare",
+            {"experiment": "", "run_ids": "", "model_name": ""},
+            parent=parent,
+            reuse=False,
+        )
+        mlflow.log_dict(ids, "step_runs.json")
+        print(_summary(MlflowClient(), ids["measure"], ids["register"]), flush=True)
+    sys.stdout.flush()

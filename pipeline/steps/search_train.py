@@ -1,0 +1,197 @@
+"""search_train: DHA's one-stage search and training (Algorithm 1; other modes: Table 3).
+
+Reads the dataset; trains the supernet while searching DA policy, lr/wd and architecture
+under the budgets; ends with the derived child and its trained weights. Writes to its run:
+per-epoch metrics, architecture.json, the DA-policy heatmap, the architecture's evolution,
+the lr/wd trajectories, the final checkpoint (checkpoints/) and the child (trained/).
+
+Checkpoints go to ./outputs/search_train/<key>, where key hashes the parameters and code:
+re-running the same step (or ``--resume``) continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from dha_train.budgets import Budget, CostModel
+from dha_train.data import DataBundle, load_dataset
+from dha_train.errors import ConfigError
+from dha_train.spaces import SpaceConfig
+from dha_train.trainer import TrainConfig, train
+from export.tensorrt_engine import tensorrt_status
+from pipeline.artifacts import log_derived
+from pipeline.params import STEP_PARAMS, add_params, parse_formats, parse_values
+from pipeline.runs import code_version, step_run
+from pipeline.sink import MlflowSink
+
+__all__ = ["add_arguments", "run", "preflight", "resolve", "space_config", "budget_of"]
+
+log = logging.getLogger(__name__)
+TRAINED_DIR = "trained"
+
+# Defaults that depend on the dataset (a 0 / 0.0 parameter means "use this").
+_SMALL = {"resolution": 32, "epochs": 50, "width_mult": 1.0, "init_channels": 16, "layers": 8}
+DATASET_DEFAULTS: dict[str, dict[str, float]] = {
+    "digits": {
+        "resolution": 32,
+        "epochs": 15,
+        "width_mult": 0.35,
+        "init_channels": 16,
+        "layers": 5,
+    },
+    "cifar10": _SMALL,
+    "cifar100": _SMALL,
+    # the paper's ImageNet setting: 224 px, ImageNet stem, C=48 and 14 cells for one-stage
+    "imagefolder": {
+        "resolution": 224,
+        "epochs": 50,
+        "width_mult": 1.0,
+        "init_channels": 48,
+        "layers": 14,
+    },
+    "imagenet": {
+        "resolution": 224,
+        "epochs": 50,
+        "width_mult": 1.0,
+        "init_channels": 48,
+        "layers": 14,
+    },
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params(parser, STEP_PARAMS["search_train"])
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint (re-running the step does so too)",
+    )
+    parser.add_argument("--limit-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def resolve(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the dataset's defaults filled in where a parameter is 0."""
+    defaults = DATASET_DEFAULTS[values["dataset"]]
+    return {**values, **{k: defaults[k] for k in defaults if not values.get(k)}}
+
+
+def space_config(values: dict[str, Any], num_classes: int) -> SpaceConfig:
+    v = resolve(values)
+    return SpaceConfig(
+        space=v["space"],
+        num_classes=num_classes,
+        resolution=int(v["resolution"]),
+        width_mult=float(v["width_mult"]),
+        init_channels=int(v["init_channels"]),
+        layers=int(v["layers"]),
+    )
+
+
+def budget_of(values: dict[str, Any]) -> Budget:
+    return Budget(
+        max_params_m=values["max_params_m"],
+        max_flops_m=values["max_flops_m"],
+        max_latency_ms=values["max_latency_ms"],
+    )
+
+
+def _device(values: dict[str, Any]) -> str:
+    if values["target_device"] == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("target_device=cuda but no CUDA device is visible: use target_device=cpu")
+    return str(values["target_device"])
+
+
+def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBundle:
+    """Everything that can be wrong with the input, checked before any run starts."""
+    v = resolve(values)
+    _device(v)
+    if formats is not None and parse_formats(formats) == ("tensorrt",):
+        available, reason = tensorrt_status()
+        if not available:
+            raise ConfigError(
+                f"formats=tensorrt asked for TensorRT alone, but TensorRT is "
+                f"unavailable ({reason}): add onnx or run on a CUDA machine"
+            )
+    data = load_dataset(v["dataset"], v["data_dir"] or None, int(v["resolution"]), v["seed"])
+    budget = budget_of(v)
+    if any(x is not None for x in vars(budget).values()):
+        latency_device = v["target_device"] if budget.max_latency_ms is not None else None
+        cost_model = CostModel.from_config(
+            space_config(v, data.num_classes), latency_device=latency_device
+        )
+        cost_model.check_budget(budget)
+    return data
+
+
+def _workdir(values: dict[str, Any]) -> Path:
+    key = hashlib.sha256(
+        json.dumps({**values, "code": code_version()}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
+    return Path("outputs") / "search_train" / key
+
+
+def run(args: argparse.Namespace) -> None:
+    values = parse_values(args, STEP_PARAMS["search_train"])
+    data = preflight(values)
+    v = resolve(values)
+    cfg = TrainConfig(
+        space=space_config(v, data.num_classes),
+        mode=v["mode"],
+        epochs=int(v["epochs"]),
+        batch_size=v["batch_size"],
+        seed=v["seed"],
+        budget=budget_of(v),
+        device=_device(v),
+        workers=v["workers"],
+        limit_steps_per_epoch=args.limit_steps_per_epoch,
+    )
+    workdir = _workdir(values)
+    with step_run("search_train", values) as active:
+        mlflow.log_params({"resolved." + k: v[k] for k in DATASET_DEFAULTS[v["dataset"]]})
+        mlflow.log_dict(
+            {
+                "sizes": data.sizes(),
+                "skipped_unreadable": data.skipped,
+                "classes": data.class_names,
+            },
+            "data.json",
+        )
+        result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
+        mlflow.log_artifacts(str(workdir), "checkpoints")
+        meta = {
+            **{
+                k: v[k]
+                for k in (
+                    "dataset",
+                    "data_dir",
+                    "seed",
+                    "mode",
+                    "max_params_m",
+                    "max_flops_m",
+                    "max_latency_ms",
+                )
+            },
+            "space": cfg.space.space,
+            "resolution": cfg.space.resolution,
+            "num_classes": data.num_classes,
+            "class_names": data.class_names,
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "search_run_id": active.info.run_id,
+        }
+        log_derived(result.architecture, result.model, meta, folder=TRAINED_DIR)
+        top1 = 100.0 * result.test.get("top1", 0.0)
+        print(
+            f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
+            f"with {result.architecture.space} architecture; child logged to "
+            f"runs:/{active.info.run_id}/{TRAINED_DIR}",
+            flush=True,
+        )

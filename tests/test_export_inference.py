@@ -1,0 +1,81 @@
+"""Inference API: a logged model loaded back as a classifier on paths, PIL images, tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from export.errors import ExportError
+from export.inference import Classifier, format_predictions, load_classifier, load_images
+from tests.test_export_support import (
+    CLASS_NAMES,
+    RESOLUTION,
+    logged_digits_store,
+    trained_digits,
+)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Iterator[Classifier]:
+    for uri in logged_digits_store(tmp_path_factory):
+        yield load_classifier(uri)
+
+
+def _pil(image: torch.Tensor, size: int) -> Image.Image:
+    array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array).resize((size, size), Image.Resampling.NEAREST)
+
+
+def test_classifier_matches_pytorch_on_tensors_and_arrays(classifier) -> None:
+    trained = trained_digits()
+    images = trained.val_images[:32]
+    with torch.no_grad():
+        expected = torch.softmax(trained.model(images), dim=1).numpy()
+    assert classifier.class_names == CLASS_NAMES and classifier.resolution == RESOLUTION
+    np.testing.assert_allclose(classifier(images), expected, atol=1e-5)
+    np.testing.assert_allclose(classifier(images.numpy()), expected, atol=1e-5)
+    np.testing.assert_allclose(classifier(images).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_paths_and_pil_images_are_resized_to_the_model(classifier, tmp_path) -> None:
+    trained = trained_digits()
+    pils = [_pil(image, 64) for image in trained.val_images[:4]]  # twice the model's size
+    pils.append(pils[0].convert("L"))  # grey scale becomes RGB
+    paths = []
+    for i, image in enumerate(pils):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+    array = load_images(paths, RESOLUTION)
+    assert array.shape == (5, 3, RESOLUTION, RESOLUTION) and array.dtype == np.float32
+    assert array.min() >= 0.0 and array.max() <= 1.0
+    np.testing.assert_allclose(classifier(paths), classifier(pils), atol=1e-6)
+    np.testing.assert_allclose(classifier(paths)[0], classifier(paths)[4], atol=1e-2)
+    labels = trained.val_labels[:4].numpy()
+    assert (classifier(paths)[:4].argmax(1) == labels).mean() >= 0.75
+
+
+def test_topk_is_sorted_and_formatted(classifier) -> None:
+    images = trained_digits().val_images[:3]
+    probs = classifier(images)
+    ranked = classifier.topk(images, k=3)
+    assert [len(r) for r in ranked] == [3, 3, 3]
+    for row, top in zip(probs, ranked, strict=True):
+        assert [name for name, _ in top] == [CLASS_NAMES[i] for i in np.argsort(-row)[:3]]
+        assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+    assert len(classifier.topk(images, k=50)[0]) == len(CLASS_NAMES)
+    text = format_predictions(["a.png", "b.png", "c.png"], ranked)
+    first_name, first_prob = ranked[0][0]
+    assert text.splitlines()[0].startswith(f"a.png: {first_name} {first_prob:.3f}, ")
+    assert len(text.splitlines()) == 3
+
+
+def test_wrong_inputs_are_user_errors(classifier, tmp_path) -> None:
+    with pytest.raises(ExportError, match=r"expected \(N, 3, 32, 32\)"):
+        classifier(np.zeros((2, 3, 16, 16), np.float32))
+    with pytest.raises(ExportError, match="cannot read image"):
+        classifier([tmp_path / "missing.png"])
+    assert classifier(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)

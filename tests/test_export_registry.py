@@ -1,0 +1,159 @@
+"""ONNX path end to end against a real SQLite registry: export, parity, log, register, alias
+rules, atomic registration, and loading by alias in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+
+from export.errors import RegistrationError
+from export.inference import load_images
+from export.registry import CHAMPION, LATEST, register_model_version, registered_name
+from tests.conftest import REPO
+from tests.test_export_support import (
+    CLASS_NAMES,
+    RESOLUTION,
+    logged_digits_store,
+    trained_digits,
+)
+
+BUDGETS = {"max_params_m": 1.0, "max_flops_m": None, "max_latency_ms": 5.0}
+
+
+@pytest.fixture(scope="module")
+def logged_uri(tmp_path_factory) -> Iterator[str]:
+    yield from logged_digits_store(tmp_path_factory)
+
+
+def _tags(top1: float) -> dict[str, str]:
+    return {"top1": str(top1), "dataset": "digits", "space": "tiny"}
+
+
+def _save_pngs(images: torch.Tensor, folder) -> list[str]:
+    folder.mkdir()
+    paths = []
+    for i, image in enumerate(images):
+        array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        paths.append(str(folder / f"img{i}.png"))
+        Image.fromarray(array).save(paths[-1])
+    return paths
+
+
+_FRESH = """
+import sys, numpy as np
+from export.inference import load_classifier, format_predictions
+clf = load_classifier(sys.argv[1])
+np.save(sys.argv[3], clf(np.load(sys.argv[2])))
+paths = sys.argv[4:]
+np.save(sys.argv[3] + ".png.npy", clf(paths))
+print(format_predictions(paths, clf.topk(paths, k=3)))
+"""
+
+
+def test_onnx_end_to_end_loaded_by_alias_in_a_fresh_process(logged_uri, tmp_path) -> None:
+    trained = trained_digits()
+    name = registered_name("tiny", "digits", "onnx")
+    registered = register_model_version(
+        logged_uri, name=name, tags=_tags(trained.val_accuracy), budgets=BUDGETS
+    )
+    assert registered.aliases == (LATEST, CHAMPION)
+    version = MlflowClient().get_model_version(name, registered.version)
+    assert version.tags["top1"] == str(trained.val_accuracy)
+    assert version.tags["budget.max_params_m"] == "1.0"
+    assert version.tags["budget.max_flops_m"] == "none"
+
+    images = trained.val_images[:40]
+    np.save(tmp_path / "x.npy", images.numpy())
+    pngs = _save_pngs(images[:5], tmp_path / "pngs")
+    result = subprocess.run(
+        [sys.executable, "-c", _FRESH, registered.alias_uri(CHAMPION), str(tmp_path / "x.npy"),
+         str(tmp_path / "probs.npy"), *pngs],
+        cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with torch.no_grad():
+        expected = torch.softmax(trained.model(images), dim=1).numpy()
+        expected_png = torch.softmax(
+            trained.model(torch.from_numpy(load_images(pngs, RESOLUTION))), dim=1
+        ).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy.png.npy"), expected_png, atol=1e-5)
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == pngs
+    top = [CLASS_NAMES[i] for i in expected_png.argmax(axis=1)]
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == top
+
+
+def test_champion_moves_only_when_more_accurate_within_the_same_budgets(logged_uri) -> None:
+    uri = logged_uri
+    name = registered_name("tiny", "digits", "onnx", prefix="alias")
+    client = MlflowClient()
+
+    def champion() -> str:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+
+    def latest() -> str:
+        return str(client.get_model_version_by_alias(name, LATEST).version)
+
+    first = register_model_version(uri, name=name, tags=_tags(0.80), budgets=BUDGETS)
+    assert (champion(), latest()) == (first.version, first.version)
+    worse = register_model_version(uri, name=name, tags=_tags(0.70), budgets=BUDGETS)
+    assert (champion(), latest()) == (first.version, worse.version)
+    tie = register_model_version(uri, name=name, tags=_tags(0.80), budgets=BUDGETS)
+    assert (champion(), latest()) == (first.version, tie.version)
+    other_budget = {**BUDGETS, "max_params_m": 50.0}
+    bigger = register_model_version(uri, name=name, tags=_tags(0.99), budgets=other_budget)
+    assert (champion(), latest()) == (first.version, bigger.version)
+    assert CHAMPION not in bigger.aliases and "other budgets" in bigger.champion_reason
+    better = register_model_version(uri, name=name, tags=_tags(0.85), budgets=BUDGETS)
+    assert (champion(), latest()) == (better.version, better.version)
+    assert better.aliases == (LATEST, CHAMPION)
+
+
+def test_failed_registration_leaves_no_version_and_restores_aliases(logged_uri) -> None:
+    uri = logged_uri
+    name = registered_name("tiny", "digits", "onnx", prefix="atomic")
+    client = MlflowClient()
+    kept = register_model_version(uri, name=name, tags=_tags(0.5), budgets=BUDGETS)
+    # an invalid tag key fails inside MLflow after the version was created
+    with pytest.raises(RegistrationError, match="undone"):
+        register_model_version(uri, name=name, tags={**_tags(0.9), "bad@key": "x"}, budgets=BUDGETS)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert [str(v.version) for v in versions] == [kept.version]
+    for alias in (LATEST, CHAMPION):
+        assert str(client.get_model_version_by_alias(name, alias).version) == kept.version
+    # a first registration that fails leaves no registered model behind either
+    fresh = registered_name("tiny", "digits", "onnx", prefix="atomic-new")
+    with pytest.raises(RegistrationError):
+        register_model_version(uri, name=fresh, tags={**_tags(0.9), "a/../b": "x"}, budgets={})
+    assert client.search_registered_models(filter_string=f"name = '{fresh}'") == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "budgets", "match"),
+    [({"dataset": "digits"}, {}, "top1"), ({"top1": "high"}, {}, "top1"),
+     ({"top1": "0.9"}, {"max_params_m": float("nan")}, "max_params_m")],
+)  # fmt: skip
+def test_bad_accuracy_or_budget_is_refused_before_anything_is_created(
+    logged_uri, tags, budgets, match
+) -> None:
+    with pytest.raises(RegistrationError, match=match):
+        register_model_version(logged_uri, name="never", tags=tags, budgets=budgets)
+    assert MlflowClient().search_registered_models(filter_string="name = 'never'") == []
+
+
+def test_registered_name_scheme() -> None:
+    assert registered_name("mobilenet", "cifar10", "onnx") == "dha-mobilenet-cifar10-onnx"
+    assert registered_name("Cell", "my data/set", "tensorrt", prefix="acme") == (
+        "acme-cell-my-data-set-tensorrt"
+    )
+    with pytest.raises(RegistrationError, match="format"):
+        registered_name("cell", "cifar10", "pt")

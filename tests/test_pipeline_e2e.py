@@ -1,0 +1,190 @@
+"""The whole pipeline, as users run it, on tiny settings against real MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+TINY = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--resolution",
+    "16",
+    "--workers",
+    "0",
+    "--formats",
+    "onnx,tensorrt",
+]
+
+
+def dha(*args: str, env_uri: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": env_uri, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _runs(client: MlflowClient) -> list[mlflow.entities.Run]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, max_results=1000)
+
+
+def _assert_nothing_left_running(client: MlflowClient) -> None:
+    assert [r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"] == []
+
+
+@pytest.mark.e2e
+def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path) -> None:
+    first = dha("run", *TINY, "--references", "proxylessnas_gpu", env_uri=mlflow_store, cwd=REPO)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    client = MlflowClient(mlflow_store)
+    runs = _runs(client)
+    parents = [r for r in runs if r.data.tags.get("dha.step") == "main"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert {r.data.tags["dha.step"] for r in children} == {
+        "search_train",
+        "derive",
+        "measure",
+        "export",
+        "register",
+        "compare",
+    }
+    assert all(r.info.status == "FINISHED" for r in children)
+
+    # registry: an ONNX version with aliases; TensorRT skipped with a reason on this machine
+    name = "dha-mobilenet-digits-onnx"
+    version = client.get_model_version_by_alias(name, "champion")
+    assert client.get_model_version_by_alias(name, "latest").version == version.version
+    assert version.tags["dataset"] == "digits" and float(version.tags["top1"]) > 0
+    export = next(r for r in children if r.data.tags["dha.step"] == "export")
+    assert export.data.tags["tensorrt"].startswith("skipped (")
+    assert "models:/dha-mobilenet-digits-onnx@champion" in first.stdout
+    assert "Table 5" in first.stdout
+
+    # Table 5 artifacts and metrics, and a compare table that includes this run
+    measure = next(r for r in children if r.data.tags["dha.step"] == "measure")
+    assert {"params_m", "flops_m", "top1", "top5", "latency_ms.torch.cpu.bs1"} <= set(
+        measure.data.metrics
+    )
+    compare = next(r for r in children if r.data.tags["dha.step"] == "compare")
+    table = Path(client.download_artifacts(compare.info.run_id, "compare/compare.md")).read_text()
+    assert measure.info.run_id[:8] in table
+
+    # a second run reuses every finished step
+    second = dha("run", *TINY, "--references", "proxylessnas_gpu", env_uri=mlflow_store, cwd=REPO)
+    assert second.returncode == 0, second.stderr[-3000:]
+    for step in ("search_train", "derive", "measure", "export", "register"):
+        assert f"[{step}] reusing FINISHED run" in second.stdout
+    _assert_nothing_left_running(client)
+
+    # predict through the registry, from the images of a folder
+    images = tmp_path / "images"
+    images.mkdir()
+    from torchvision.transforms.functional import to_pil_image
+
+    from dha_train.data import load_dataset
+
+    bundle = load_dataset("digits", None, 16, seed=0)
+    for i in range(3):
+        to_pil_image(bundle.test[i][0]).save(images / f"digit{i}.png")
+    out = dha(
+        "predict",
+        "--model",
+        f"models:/{name}@champion",
+        str(images),
+        env_uri=mlflow_store,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("digit") >= 3 and "%" in out.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--space", "resnet"], "unknown space 'resnet'"),
+        (["--dataset", "imagefolder", "--data-dir", "/nonexistent/folder"], "does not exist"),
+        (["--max-params-m", "0.0001"], "budget"),
+        (["--formats", "tensorrt"], "TensorRT"),
+        (["--epohcs", "3"], "did you mean --epochs"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing_running(
+    mlflow_store: str, args: list[str], message: str
+) -> None:
+    result = dha("run", *TINY, *args, env_uri=mlflow_store, cwd=REPO, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    client = MlflowClient(mlflow_store)
+    _assert_nothing_left_running(client)
+    assert client.search_model_versions("") == []
+
+
+@pytest.mark.e2e
+def test_non_image_file_in_the_data_is_a_clear_error(mlflow_store: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / "data" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "data" / "train" / "a" / "labels.csv").write_text("x")
+    result = dha(
+        "run",
+        *TINY,
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "data"),
+        env_uri=mlflow_store,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "not an image file" in result.stderr and "labels.csv" in result.stderr
+    _assert_nothing_left_running(MlflowClient(mlflow_store))
+
+
+@pytest.mark.e2e
+def test_pipeline_against_a_tracking_server(mlflow_server: str) -> None:
+    """The same code path a team uses with a shared server (PostgreSQL + artifact store)."""
+    result = dha(
+        "run",
+        *TINY,
+        "--space",
+        "cell",
+        "--references",
+        "",
+        "--formats",
+        "onnx",
+        env_uri=mlflow_server,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(mlflow_server)
+    assert client.get_model_version_by_alias("dha-cell-digits-onnx", "champion") is not None
+    steps = {r.data.tags.get("dha.step"): r.info.status for r in _runs(client)}
+    assert steps["main"] == "FINISHED" and steps["search_train"] == "FINISHED"
