@@ -1,8 +1,9 @@
 """ArchitectureSearch: ISTA-NAS encoding + budgets + freezing, the object the trainer uses.
 
-Per step: ``sample()`` runs Eq. 6 iterations warm-started from the last alpha (Algorithm 1,
-line 8), takes the top-k support per unit, projects it onto the budget (a support that
-breaks a budget is never returned) and returns Eq. 7 weights that carry the gradient to b.
+Per step: ``sample()`` recovers alpha from b (Eqs. 5-6, solved in full every
+``recover_every`` steps), takes the top-k support per unit, projects it onto the budget (a
+support that breaks a budget is never returned)
+and returns Eq. 7 weights that carry the gradient to b.
 ``penalty()`` is a soft hinge on the expected cost so b moves towards the budget. Per epoch:
 ``end_epoch()`` solves the LASSO fully (continuation on lambda) and freezes every unit whose
 alpha moved by at most ``freeze_tol`` (L2) since the last epoch: its support is fixed and its
@@ -19,13 +20,29 @@ import torch
 from torch import Tensor, nn
 
 from dha_train.budgets import Budget, CostModel, project_support
-from dha_train.ista import eq7_weights, ista, lasso, lipschitz, measurement_matrices, top_k_support
+from dha_train.ista import eq7_weights, lasso, measurement_matrices, top_k_support
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import Selection, Supernet, Support
 
-__all__ = ["ArchitectureSearch"]
+__all__ = ["ArchitectureSearch", "support_scale"]
 
 log = logging.getLogger(__name__)
+
+
+def support_scale(weights: list[Tensor], signs: list[Tensor]) -> list[Tensor]:
+    """Eq. 7's alpha on each unit's support, made positive and divided by its L1 norm; the
+    signs (of the recovered x) and the norm are held constant.
+
+    Deviation from the paper, needed in practice: b starts at 1e-3 * randn (ISTA-NAS), so the
+    recovered alpha is ~1e-3 with random signs, and operations scaled by it vanish or flip
+    sign from step to step (the supernet then barely learns). The forward weights here are
+    |alpha_S| / ||alpha_S||_1: the relative weights are kept, and the gradient reaching b has
+    Eq. 7's direction (scaled by sign / ||alpha_S||_1, which Adam on b absorbs).
+    """
+    return [
+        w * sign / w.detach().abs().sum().clamp_min(1e-12)
+        for w, sign in zip(weights, signs, strict=True)
+    ]
 
 
 class ArchitectureSearch(nn.Module):
@@ -40,12 +57,15 @@ class ArchitectureSearch(nn.Module):
         seed: int,
         lam: float = 1e-5,
         freeze_tol: float = 1e-3,
-        ista_steps: int = 20,
+        recover_every: int = 10,
         penalty_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.supernet, self.budget, self.cost_model = supernet, budget, cost_model
-        self.lam, self.freeze_tol, self.ista_steps = lam, freeze_tol, ista_steps
+        # Not a submodule: parameters() / state_dict() hold only b (and A), not the weights.
+        self.__dict__["supernet"] = supernet
+        self.budget, self.cost_model = budget, cost_model
+        self.lam, self.freeze_tol, self.recover_every = lam, freeze_tol, recover_every
+        self._samples = 0
         self.penalty_weight = penalty_weight
         self._sizes, self._topk = supernet.unit_sizes, supernet.unit_topk
         self._limits = budget.limits()
@@ -65,7 +85,6 @@ class ArchitectureSearch(nn.Module):
             costs[u, : len(c)] = c
         self.register_buffer("_costs", torch.tensor(costs, dtype=torch.float32), persistent=False)
         self._a64 = a.double()
-        self._lip = lipschitz(self._a64)
         self._x = lasso(self._a64, self.b.detach().double(), lam=lam)
         self._x_epoch = self._x.clone()
         self.frozen = [False] * len(self._sizes)
@@ -85,6 +104,7 @@ class ArchitectureSearch(nn.Module):
             "x": self._x.clone(),
             "x_epoch": self._x_epoch.clone(),
             "frozen": list(self.frozen),
+            "samples": self._samples,
             "frozen_support": [list(s) if s is not None else [] for s in self.frozen_support],
             "last_feasible": [list(s) for s in self._last_feasible],
         }
@@ -92,6 +112,7 @@ class ArchitectureSearch(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self._x, self._x_epoch = state["x"].double(), state["x_epoch"].double()
         self.frozen = [bool(f) for f in state["frozen"]]
+        self._samples = int(state["samples"])
         self.frozen_support = [tuple(s) if f else None for s, f in
                                zip(state["frozen_support"], self.frozen, strict=True)]  # fmt: skip
         self._last_feasible = tuple(tuple(s) for s in state["last_feasible"])
@@ -117,14 +138,25 @@ class ArchitectureSearch(nn.Module):
         self._last_feasible = projected
         return projected
 
-    def sample(self) -> Selection:
-        """Recover alpha (Eq. 6), pick and budget-project the support, Eq. 7 weights."""
-        b = self.b.detach().to("cpu", torch.float64)
-        self._x = ista(self._a64, b, lam=self.lam, x0=self._x, lip=self._lip,
-                       max_iters=self.ista_steps, tol=0.0)  # fmt: skip
-        support = self._feasible_support(self._x)
+    def _weights(self, support: Support) -> list[Tensor]:
+        """Eq. 7 on ``support``, scaled by :func:`support_scale` (differentiable in b)."""
         x = self._x.to(self.A.device, self.A.dtype)
-        weights: list[Tensor | None] = list(eq7_weights(self.A, self.b, x, support))
+        index = torch.tensor([list(s) for s in support], device=x.device)
+        signs = torch.sign(torch.gather(x, 1, index))
+        signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+        return support_scale(eq7_weights(self.A, self.b, x, support), list(signs.unbind(0)))
+
+    def sample(self) -> Selection:
+        """Recover alpha (Eqs. 5-6), pick and budget-project the support, Eq. 7 weights.
+
+        The LASSO is solved in full every ``recover_every`` calls (ISTA-NAS's public code
+        solves it once per epoch); in between, the support stays and Eq. 7 follows b.
+        """
+        if self._samples % self.recover_every == 0:
+            self._x = lasso(self._a64, self.b.detach().to("cpu", torch.float64), lam=self.lam)
+        self._samples += 1
+        support = self._feasible_support(self._x)
+        weights: list[Tensor | None] = list(self._weights(support))
         for unit, frozen in enumerate(self.frozen):
             if frozen:
                 weights[unit] = None
@@ -142,10 +174,10 @@ class ArchitectureSearch(nn.Module):
         return [row[:n].copy() for row, n in zip(self._x.numpy(), self._sizes, strict=True)]
 
     def dense_alpha(self, support: Support) -> list[Tensor]:
-        """Eq. 7 alpha scattered into each unit's full candidate vector (detached)."""
-        x = self._x.to(self.A.device, self.A.dtype)
+        """The weights ``sample`` gives (Eq. 7, scaled by ``support_scale``) scattered into
+        each unit's full candidate vector (detached)."""
         with torch.no_grad():
-            weights = eq7_weights(self.A, self.b, x, support)
+            weights = self._weights(support)
         dense = []
         for unit, (w, s) in enumerate(zip(weights, support, strict=True)):
             d = torch.zeros(self._sizes[unit], device=w.device)

@@ -78,6 +78,10 @@ class TrainConfig:
     budget: Any = None  # budgets.Budget; None = unbounded
     latency_device: str | None = None  # where a latency budget is measured (None = device)
     sequential_search_fraction: float = 0.5
+    # Units still moving after this fraction of a search phase's epochs freeze at their current
+    # support, so the last epochs train the fixed child (what one-stage ISTA-NAS does once all
+    # units have frozen by its criterion); the derived child is then exactly the trained net.
+    freeze_by: float = 0.75
     # execution
     device: str = "cpu"
     workers: int = 0
@@ -103,6 +107,8 @@ class TrainConfig:
             raise ConfigError(
                 f"rank={self.rank} with world_size={self.world_size}; need 0<=rank<ws"
             )
+        if not 0.0 < self.freeze_by <= 1.0:
+            raise ConfigError(f"freeze_by={self.freeze_by}; expected a fraction in (0, 1]")
         HyperBounds(lr=self.lr_bounds, wd=self.wd_bounds).check(self.lr, self.wd)
 
     def use_amp(self) -> bool:
@@ -281,7 +287,7 @@ class _Run:
         if self.main:
             self.sink.log_metrics(metrics, self.global_step)
 
-    def end_epoch(self, phase: Phase) -> None:
+    def end_epoch(self, phase: Phase, epochs: int) -> None:
         self.check_finite()
         assert self.run is not None
         loss_sum, correct, n = self.accum.tolist()
@@ -309,6 +315,8 @@ class _Run:
             record["tau_entropy"] = self.run.policy.entropy()
         if self.run.search is not None:
             self.run.search.end_epoch()
+            if self.epoch + 1 >= math.ceil(self.cfg.freeze_by * epochs):
+                self.run.search.freeze_all()
             record["frozen_units"] = self.run.frozen_units()
             record["op_shares"] = self.run.op_shares()
         self.history.append(record)
@@ -373,7 +381,7 @@ def train(
         ) as bar:
             while state.epoch < epochs:
                 state.run_epoch(phase, epochs, bar)
-                state.end_epoch(phase)
+                state.end_epoch(phase, epochs)
         if state.phase_idx == len(state.phases) - 1:
             break
         state.finish_phase()

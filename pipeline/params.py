@@ -98,7 +98,7 @@ PARAMS: dict[str, Param] = {
             "resolution",
             int,
             0,
-            "input side in px; 0 = the dataset's default (digits 32, cifar 32, "
+            "input side in px; 0 = the dataset's default (digits 16, cifar 32, "
             "imagefolder/imagenet 224)",
             minimum=0,
         ),

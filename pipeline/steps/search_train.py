@@ -41,7 +41,7 @@ TRAINED_DIR = "trained"
 _SMALL = {"resolution": 32, "epochs": 50, "width_mult": 1.0, "init_channels": 16, "layers": 8}
 DATASET_DEFAULTS: dict[str, dict[str, float]] = {
     "digits": {
-        "resolution": 32,
+        "resolution": 16,
         "epochs": 15,
         "width_mult": 0.35,
         "init_channels": 16,
