@@ -27,11 +27,12 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+## the TensorRT code against tensorrt-stubs (the test mends two defects of the stubs first)
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	$(BIN)/pytest -q tests/test_export_tensorrt.py -k mypy
 
-## everything CI runs: lint, type check of the TensorRT code, all tests (e2e included)
-test: lint typecheck
+## everything CI runs: lint, then all tests (e2e included; the mypy check is one of them)
+test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## quick loop while developing: no end-to-end runs

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from .distributed import all_reduce_
 from .spaces.base import Selection, Supernet
 
 __all__ = ["EpochBatches", "evaluate", "op_shares", "seed_everything"]
@@ -74,8 +75,16 @@ def evaluate(
     batch_size: int,
     workers: int,
     device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 of ``forward`` (``[0, 1]`` images -> logits), no augmentation."""
+    """Loss, top-1 and top-5 of ``forward`` (``[0, 1]`` images -> logits), no augmentation.
+
+    With ``world_size > 1`` (every rank calls it) each rank evaluates every
+    ``world_size``-th sample and the sums are all-reduced: the same figures as one process.
+    """
+    if world_size > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), world_size))  # type: ignore[arg-type]
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, generator=torch.Generator()
     )  # its own generator: evaluating must not draw from the global RNG
@@ -90,6 +99,11 @@ def evaluate(
         top1 += float(hits[:, 0].sum())
         top5 += float(hits.any(dim=1).sum())
         n += int(y.shape[0])
+    if world_size > 1:
+        totals = torch.tensor([loss, top1, top5, float(n)], dtype=torch.float64, device=device)
+        all_reduce_([totals], "sum")
+        loss, top1, top5, total = totals.tolist()
+        n = int(total)
     n = max(n, 1)
     return {"loss": loss / n, "top1": top1 / n, "top5": top5 / n}
 

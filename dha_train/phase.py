@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from . import spaces
+from .distributed import GradSync, broadcast_object
 from .evaluation import op_shares
 from .hpo import HyperBounds, HyperSGD
 from .modes import Phase
@@ -30,6 +31,10 @@ def make_search(supernet: nn.Module, cfg: Any) -> Any:
     if budget.max_latency_ms is not None:
         latency_device = cfg.latency_device or cfg.device
     cost_model = budgets.CostModel(cast(Supernet, supernet), latency_device=latency_device)
+    if cfg.world_size > 1 and latency_device is not None:  # measured latencies differ per rank
+        cost_model.unit_costs, cost_model.fixed = broadcast_object(
+            (cost_model.unit_costs, cost_model.fixed)
+        )
     return search.ArchitectureSearch(cast(Supernet, supernet), budget, cost_model, seed=cfg.seed)
 
 
@@ -200,6 +205,7 @@ def build_phase(
         hflip=cfg.hflip,
         amp_dtype=torch.bfloat16 if cfg.use_amp() else None,
         channels_last=cl,
+        sync=GradSync() if cfg.world_size > 1 else None,
     )
     run = PhaseRun(parts, hpo_gen)
     if arch is not None:

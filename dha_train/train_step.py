@@ -81,6 +81,11 @@ class StepParts:
     hflip: bool = True
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    # Multi-process: averages/sums gradients across ranks (distributed.GradSync); None = alone.
+    sync: Any = None
+    # Test hook: n -> (pairs, magnitudes, signs) instead of drawing them from p(tau) with
+    # ``generator`` (lets a test give a 2-rank and a 1-process run the same per-sample draws).
+    draw_da: Callable[[int], tuple[Tensor, Tensor, Tensor]] | None = None
 
 
 @dataclass
@@ -112,8 +117,11 @@ def _augment(parts: StepParts, x: Tensor, timer: Timer) -> tuple[Tensor, Tensor 
         with timer("augment"):
             return standard_augment(x, parts.generator, flip=parts.hflip), None
     with timer("da_sampling"):
-        pairs = parts.policy.sample(x.shape[0], parts.generator)
-        mags, signs = sample_magnitudes(x.shape[0], parts.generator)
+        if parts.draw_da is not None:
+            pairs, mags, signs = parts.draw_da(x.shape[0])
+        else:
+            pairs = parts.policy.sample(x.shape[0], parts.generator)
+            mags, signs = sample_magnitudes(x.shape[0], parts.generator)
     with timer("augment"):
         return apply_pairs(x, pairs, mags, signs), pairs
 
@@ -139,6 +147,8 @@ def train_step(parts: StepParts, x: Tensor, y: Tensor, timer: Timer = _no_timer)
         with timer("tau_update"):  # Eq. 2
             parts.policy_opt.zero_grad(set_to_none=True)
             parts.policy.loss(pairs, per_sample).backward()
+            if parts.sync is not None:  # Eq. 2 sums over the samples of every rank
+                parts.sync.sum_(list(parts.policy.parameters()))
             parts.policy_opt.step()
     with timer("backward"):
         parts.weights_opt.zero_grad()
@@ -146,6 +156,10 @@ def train_step(parts: StepParts, x: Tensor, y: Tensor, timer: Timer = _no_timer)
             parts.arch_opt.zero_grad(set_to_none=True)
         objective.backward()
     params = parts.weights_opt.params
+    if parts.sync is not None:
+        with timer("all_reduce"):  # the mean loss over all ranks' samples
+            b = list(parts.search.parameters()) if searching else []
+            parts.sync.mean_([*params, *b])
     if parts.learn_hp and parts.hpo_batch == "next":
         with timer("hpo"):  # Eq. 4 for eta_{t-1}, gradient of this batch at theta_t
             parts.weights_opt.hyper_step([p.grad for p in params])
@@ -177,4 +191,6 @@ def _separate_hyper_step(parts: StepParts, selection: Selection | None, timer: T
     full: list[Tensor | None] = [None] * len(params)
     for i, g in zip(parts.weights_opt.last_stepped, grads, strict=True):
         full[i] = g
+    if parts.sync is not None:
+        parts.sync.mean_grads_(full)
     parts.weights_opt.hyper_step(full)

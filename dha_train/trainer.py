@@ -5,8 +5,13 @@
 Search phases are one-stage (ISTA-NAS): after every decision unit has frozen, training goes on
 with the fixed architecture; the result is the derived child with its trained weights.
 
-Rank awareness (for DDP, issue 7): ``rank`` / ``world_size`` shard the batches, each rank has
-its own DA generator seeded from ``(seed, rank)``, and only rank 0 logs and writes checkpoints.
+Multi-process (issue 7, :mod:`dha_train.distributed`): ``rank`` / ``world_size`` shard the
+batches and the evaluation, gradients are all-reduced in every step, each rank has its own DA
+generator seeded from ``(seed, rank)``, and only rank 0 logs and writes checkpoints. Every rank
+calls ``train`` with its own ``rank`` after joining the process group. A checkpoint holds rank
+0's RNG streams; resumed on any number of ranks, rank 0 continues them and the others are
+re-seeded from ``(seed, rank, step)``; a mid-epoch position is rescaled to the new number of
+samples per step (the epoch resumes after as many samples; the shards differ).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .distributed import all_reduce_, broadcast_object, rank_seed, sync_buffers_
 from .errors import ConfigError, UserError
 from .evaluation import EpochBatches, evaluate, seed_everything
 from .hpo import HyperBounds
@@ -160,11 +166,14 @@ class _Run:
         self.run: PhaseRun | None = None
 
     # --- checkpoints ------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self, accum: torch.Tensor | None = None) -> dict[str, Any]:
+        """Checkpoint contents; ``accum``: the epoch's running sums over all ranks."""
         assert self.run is not None
         return {
             "format": 1,
             "mode": self.cfg.mode,
+            "world_size": self.cfg.world_size,
+            "samples_per_step": self.cfg.batch_size * self.cfg.world_size,
             "phase_idx": self.phase_idx,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -173,15 +182,19 @@ class _Run:
             "lr_traj": self.lr_traj,
             "wd_traj": self.wd_traj,
             "searched": self.searched,
-            "accum": self.accum.cpu(),
+            "accum": (self.accum if accum is None else accum).cpu(),
             "phase": self.run.state_dict(),
             "rng": rng_state(self.run.generators()),
         }
 
     def save(self) -> None:
         self.check_finite()
+        assert self.run is not None
+        sync_buffers_(self.run.net)  # BN running statistics: the mean over ranks
+        totals = self.accum.clone()
+        all_reduce_([totals], "sum")
         if self.main:
-            save_checkpoint(self.state(), self.workdir)
+            save_checkpoint(self.state(totals), self.workdir)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt["mode"] != self.cfg.mode:
@@ -195,13 +208,27 @@ class _Run:
         self.lr_traj = [tuple(t) for t in self.lr_traj]  # type: ignore[misc]
         self.wd_traj = [tuple(t) for t in self.wd_traj]  # type: ignore[misc]
         self.accum = ckpt["accum"].to(self.device)
+        # another number of ranks (or batch size): resume after as many samples of the epoch
+        per_step = self.cfg.batch_size * self.cfg.world_size
+        saved = int(ckpt.get("samples_per_step", per_step))
+        self.step_in_epoch = self.step_in_epoch * saved // per_step
+        if not self.main:  # the saved sums are over all ranks: rank 0 carries them on
+            self.accum.zero_()
         self.start_phase()
         assert self.run is not None
         self.run.load_state_dict(ckpt["phase"])
-        restore_rng_state(ckpt["rng"], self.run.generators())
+        if self.main:
+            restore_rng_state(ckpt["rng"], self.run.generators())
+        else:  # rank 0's streams are saved; the others start fresh, reproducibly
+            seed = rank_seed(self.cfg.seed, self.cfg.rank, self.global_step)
+            seed_everything(seed)
+            for i, g in enumerate(self.run.generators().values()):
+                g.manual_seed(seed + i + 1)
 
     def check_finite(self) -> None:
-        if bool(self.bad):
+        bad = self.bad.float().reshape(1)
+        all_reduce_([bad], "max")  # every rank stops together
+        if bool(bad):
             raise NonFiniteLossError(
                 f"the training loss became NaN/inf by step {self.global_step} (phase "
                 f"{self.phase_idx}, epoch {self.epoch}); the last good checkpoint in "
@@ -290,13 +317,18 @@ class _Run:
     def end_epoch(self, phase: Phase, epochs: int) -> None:
         self.check_finite()
         assert self.run is not None
-        loss_sum, correct, n = self.accum.tolist()
+        totals = self.accum.clone()
+        all_reduce_([totals], "sum")
+        loss_sum, correct, n = totals.tolist()
+        sync_buffers_(self.run.net)
         val = evaluate(
             self.run.eval_forward(),
             self.data.val,
             batch_size=self.cfg.batch_size,
             workers=self.cfg.workers,
             device=self.device,
+            rank=self.cfg.rank,
+            world_size=self.cfg.world_size,
         )
         lr, wd = self.run.eta()
         record: dict[str, Any] = {
@@ -362,7 +394,9 @@ def train(
     workdir = Path(workdir)
     seed_everything(cfg.seed + cfg.rank)
     state = _Run(cfg, data, workdir, sink)
-    ckpt = load_checkpoint(workdir) if resume else None
+    ckpt = None
+    if resume:  # rank 0 reads it (other nodes need no access to its disk)
+        ckpt = broadcast_object(load_checkpoint(workdir) if state.main else None)
     if ckpt is not None:
         state.restore(ckpt)
         log.info("resumed from %s at step %d", workdir, state.global_step)
@@ -398,6 +432,8 @@ def _finish(state: _Run) -> TrainResult:
         batch_size=cfg.batch_size,
         workers=cfg.workers,
         device=state.device,
+        rank=cfg.rank,
+        world_size=cfg.world_size,
     )
     probs = run.policy.probs().detach().cpu() if run.policy is not None else None
     if state.main:

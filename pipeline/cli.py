@@ -55,14 +55,16 @@ class _Parser(argparse.ArgumentParser):
                     hints.append(f"{flag} (did you mean {close[0]}?)")
             if hints:
                 message = "unknown parameter " + ", ".join(hints)
-        sys.stderr.write(f"error: {message}; see 'dha {self.prog.split()[-1]} --help'\n")
+        sys.stderr.write(f"error: {message}; see '{self.prog} --help'\n")
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``dha`` parser and its subcommands' parsers."""
     parser = _Parser(prog="dha", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parsers = {}
     for name, (module, help_) in SUBCOMMANDS.items():
         step = import_module(f"pipeline.steps.{module}")
         p = sub.add_parser(
@@ -73,16 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         step.add_arguments(p)
         p.set_defaults(handler=step.run)
-    return parser
+        parsers[name] = p
+    return parser, parsers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, subparsers = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if unknown:  # reported by the subcommand, which knows its own flags
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -114,7 +114,12 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("digit") >= 3 and "%" in out.stdout
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:  # "<path>: <class> <prob>, ... (5 classes)"
+        path, ranked = line.rsplit(": ", 1)
+        probs = [float(pair.split()[1]) for pair in ranked.split(", ")]
+        assert path.endswith(".png") and len(probs) == 5 and probs == sorted(probs, reverse=True)
 
 
 @pytest.mark.e2e

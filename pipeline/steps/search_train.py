@@ -5,8 +5,15 @@ under the budgets; ends with the derived child and its trained weights. Writes t
 per-epoch metrics, architecture.json, the DA-policy heatmap, the architecture's evolution,
 the lr/wd trajectories, the final checkpoint (checkpoints/) and the child (trained/).
 
-Checkpoints go to ./outputs/search_train/<key>, where key hashes the parameters and code:
-re-running the same step (or ``--resume``) continues from the last checkpoint.
+Checkpoints go to ./outputs/search_train/<key>, where key hashes the parameters (but not
+nproc) and code: re-running the same step (or ``--resume``) continues from the last
+checkpoint, on any number of processes.
+
+With ``--nproc N`` (N > 1) outside torchrun, this process owns the MLflow run and re-launches
+the step under ``torchrun --standalone --nproc-per-node N``, one process per GPU (or N CPU
+processes); inside torchrun (LOCAL_RANK set) every process trains its shard, rank 0 alone
+logs to the run (MLFLOW_RUN_ID) and writes checkpoints. Multi-node: start ``torchrun`` with
+its rendezvous options on every node yourself (README).
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ import argparse
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
 
+from dha_train import distributed
 from dha_train.budgets import Budget, CostModel
 from dha_train.data import DataBundle, load_dataset
 from dha_train.errors import ConfigError
@@ -28,7 +39,7 @@ from dha_train.spaces import SpaceConfig
 from dha_train.trainer import TrainConfig, train
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
-from pipeline.params import STEP_PARAMS, add_params, parse_formats, parse_values
+from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import code_version, step_run
 from pipeline.sink import MlflowSink
 
@@ -132,14 +143,65 @@ def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBund
 
 
 def _workdir(values: dict[str, Any]) -> Path:
+    keyed = {k: v for k, v in values.items() if k != "nproc"}  # resume on any number of ranks
     key = hashlib.sha256(
-        json.dumps({**values, "code": code_version()}, sort_keys=True, default=str).encode()
+        json.dumps({**keyed, "code": code_version()}, sort_keys=True, default=str).encode()
     ).hexdigest()[:12]
     return Path("outputs") / "search_train" / key
 
 
+class _NoSink:
+    """Ranks other than 0 report nothing (the trainer does not call it; this is a guard)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_dict(self, data: dict[str, Any], name: str) -> None: ...
+    def log_figure(self, figure: Any, name: str) -> None: ...
+
+
+def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
+    """Own the MLflow run and run this step under torchrun; a failed rank fails the run."""
+    nproc = int(values["nproc"])
+    v = resolve(values)
+    if _device(v) == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"nproc={nproc} but {torch.cuda.device_count()} CUDA device(s) are visible: give "
+            "at most one process per GPU"
+        )
+    preflight(values)  # bad input fails here once, not in every rank
+    argv = ["search-train"]
+    for name in STEP_PARAMS["search_train"]:
+        argv += [PARAMS[name].flag, str(getattr(args, name))]
+    if args.resume:
+        argv.append("--resume")
+    if args.limit_steps_per_epoch is not None:
+        argv += ["--limit-steps-per-epoch", str(args.limit_steps_per_epoch)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={nproc}", "-m", "pipeline.cli", *argv]
+    with step_run("search_train", values) as active:
+        env = {**os.environ, "MLFLOW_RUN_ID": active.info.run_id}
+        log.info("launching %d processes: %s", nproc, " ".join(cmd))
+        code = subprocess.run(cmd, env=env, check=False).returncode
+        if code != 0:
+            log.error("search_train failed in torchrun (exit status %d)", code)
+            raise SystemExit(code)  # step_run marks the run FAILED
+
+
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["search_train"])
+    if values["nproc"] > 1 and not distributed.inside_torchrun():
+        _launch_torchrun(args, values)
+        return
+    ctx = distributed.setup(_device(resolve(values)))
+    try:
+        _run_rank(args, values, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _run_rank(
+    args: argparse.Namespace, values: dict[str, Any], ctx: distributed.DistContext
+) -> None:
+    """Train on this process (rank ``ctx.rank`` of ``ctx.world_size``)."""
     data = preflight(values)
     v = resolve(values)
     cfg = TrainConfig(
@@ -149,11 +211,16 @@ def run(args: argparse.Namespace) -> None:
         batch_size=v["batch_size"],
         seed=v["seed"],
         budget=budget_of(v),
-        device=_device(v),
+        device=ctx.device,
         workers=v["workers"],
         limit_steps_per_epoch=args.limit_steps_per_epoch,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
     workdir = _workdir(values)
+    if ctx.rank != 0:  # only rank 0 touches MLflow (it attaches to MLFLOW_RUN_ID)
+        train(cfg, data, workdir=workdir, sink=_NoSink(), resume=True)
+        return
     with step_run("search_train", values) as active:
         mlflow.log_params({"resolved." + k: v[k] for k in DATASET_DEFAULTS[v["dataset"]]})
         mlflow.log_dict(
