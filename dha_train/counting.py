@@ -8,6 +8,7 @@ fvcore cannot count are listed, never silently dropped.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,7 @@ def _no_cost(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCount:
     """Multiply-adds of ``model`` on one input of ``input_shape`` (N, C, H, W), BN excluded.
 
-    The model is traced on a CPU copy in eval mode; its own mode and device are untouched.
+    The model is traced in eval mode on its own device; its training mode is restored.
     """
     from fvcore.nn import FlopCountAnalysis  # heavy import, only where counting happens
 
@@ -84,16 +85,19 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCount:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval()
     try:
-        analysis = FlopCountAnalysis(model, torch.zeros(input_shape, device=device))
-        # A handle returning an empty Counter drops an op; set_op_handle(op, None) does not
-        # drop batch_norm on fvcore 0.1.5 (see REFERENCE-NOTES.md).
-        analysis.set_op_handle(**{op: _no_cost for op in _ZERO_COST_OPS})
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
-        by_operator = {k: int(v) for k, v in analysis.by_operator().items() if v}
-        unsupported = {k: int(v) for k, v in analysis.unsupported_ops().items()}
-        total = int(analysis.total())
+        with warnings.catch_warnings():
+            # fvcore traces with torch.jit, which torch 2.11+ deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            analysis = FlopCountAnalysis(model, torch.zeros(input_shape, device=device))
+            # A handle returning an empty Counter drops an op; set_op_handle(op, None) does not
+            # drop batch_norm on fvcore 0.1.5 (see REFERENCE-NOTES.md).
+            analysis.set_op_handle(**{op: _no_cost for op in _ZERO_COST_OPS})
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            by_operator = {k: int(v) for k, v in analysis.by_operator().items() if v}
+            unsupported = {k: int(v) for k, v in analysis.unsupported_ops().items()}
+            total = int(analysis.total())
     finally:
         model.train(was_training)
     if unsupported:

@@ -168,9 +168,10 @@ def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
             "at most one process per GPU"
         )
     preflight(values)  # bad input fails here once, not in every rank
-    argv = ["search-train"]
+    argv = ["search-train"]  # nproc left out: torchrun's parser takes --nproc for its own
     for name in STEP_PARAMS["search_train"]:
-        argv += [PARAMS[name].flag, str(getattr(args, name))]
+        if name != "nproc":
+            argv += [PARAMS[name].flag, str(getattr(args, name))]
     if args.resume:
         argv.append("--resume")
     if args.limit_steps_per_epoch is not None:
@@ -219,6 +220,7 @@ def _run_rank(
     )
     workdir = _workdir(values)
     if ctx.rank != 0:  # only rank 0 touches MLflow (it attaches to MLFLOW_RUN_ID)
+        logging.getLogger("dha_train").setLevel(logging.WARNING)  # rank 0 reports progress
         train(cfg, data, workdir=workdir, sink=_NoSink(), resume=True)
         return
     with step_run("search_train", values) as active:
