@@ -6,7 +6,10 @@ status 2; everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["UserError", "DatasetError", "BudgetError", "ConfigError"]
+import difflib
+from collections.abc import Sequence
+
+__all__ = ["UserError", "DatasetError", "BudgetError", "ConfigError", "check_choice"]
 
 
 class UserError(Exception):
@@ -23,3 +26,12 @@ class DatasetError(UserError):
 
 class BudgetError(UserError):
     """A resource budget that no architecture in the search space can meet."""
+
+
+def check_choice(value: str, choices: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``choices``; else a ConfigError naming the closest match."""
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown {what} {value!r}{hint}: choose one of {', '.join(choices)}")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dha_train.errors import ConfigError
+from dha_train.errors import ConfigError, check_choice
 from dha_train.timing import TimingStats, time_callable
 
 __all__ = [
@@ -234,16 +234,7 @@ BACKENDS: dict[str, Backend] = {
 
 def validate_choices(given: Sequence[str], choices: Sequence[str], what: str) -> tuple[str, ...]:
     """Return ``given`` as a tuple, or raise :class:`ConfigError` naming the unknown entry."""
-    import difflib
-
-    for name in given:
-        if name not in choices:
-            close = difflib.get_close_matches(name, choices, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"unknown {what} {name!r}{hint}; expected one of {', '.join(choices)}"
-            )
-    return tuple(given)
+    return tuple(check_choice(name, choices, what) for name in given)
 
 
 @contextlib.contextmanager

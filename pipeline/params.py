@@ -9,12 +9,11 @@ that says what was given, what is allowed and, where it can, what was probably m
 from __future__ import annotations
 
 import argparse
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dha_train.errors import ConfigError
+from dha_train.errors import ConfigError, check_choice
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 
@@ -56,12 +55,8 @@ class Param:
             if self.minimum is not None and value < self.minimum:
                 raise ConfigError(f"{self.name}={raw} is below its minimum {self.minimum:g}")
             return value
-        if self.choices is not None and raw not in self.choices:
-            close = difflib.get_close_matches(raw, self.choices, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"unknown {self.name} {raw!r}{hint}: choose one of {', '.join(self.choices)}"
-            )
+        if self.choices is not None:
+            check_choice(raw, self.choices, self.name)
         return raw
 
     @property
@@ -185,6 +180,7 @@ PARAMS: dict[str, Param] = {
         ),
         _p("experiment", str, "", "compare: experiment name ('' = the active one)"),
         _p("run_ids", str, "", "compare: comma-separated run ids"),
+        _p("registered_model", str, "", "compare: the versions of this registered model"),
     ]
 }
 
@@ -203,7 +199,7 @@ STEP_PARAMS: dict[str, list[str]] = {
     "measure": ["derive_run_id", "target_device", "references", "batch_size"],
     "export": ["derive_run_id", "formats", "precision", "target_device"],
     "register": ["export_run_id", "measure_run_id", "model_name"],
-    "compare": ["experiment", "run_ids", "model_name"],
+    "compare": ["experiment", "run_ids", "registered_model"],
 }
 
 
@@ -236,14 +232,7 @@ def parse_values(namespace: argparse.Namespace, names: Sequence[str]) -> dict[st
 def parse_formats(raw: str) -> tuple[str, ...]:
     """'onnx,tensorrt' -> ('onnx', 'tensorrt'), checked."""
     known = ("onnx", "tensorrt")
-    formats = tuple(f.strip() for f in raw.split(",") if f.strip())
-    for f in formats:
-        if f not in known:
-            close = difflib.get_close_matches(f, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"unknown format {f!r}{hint}: formats is a comma-separated subset of onnx,tensorrt"
-            )
+    formats = tuple(check_choice(f.strip(), known, "format") for f in raw.split(",") if f.strip())
     if not formats:
         raise ConfigError("formats is empty: pass onnx, tensorrt or onnx,tensorrt")
     return formats

@@ -41,15 +41,14 @@ def run(args: argparse.Namespace) -> None:
     run_ids = [r.strip() for r in values["run_ids"].split(",") if r.strip()]
     with step_run("compare", values) as active:
         client = MlflowClient()
-        by_experiment = values["experiment"] or not (run_ids or values["model_name"])
+        by_experiment = values["experiment"] or not (run_ids or values["registered_model"])
         experiments = (
             _experiment_ids(client, values["experiment"], active.info.experiment_id)
             if by_experiment
             else []
         )
-        rows = collect_runs(
-            client, experiment_ids=experiments, run_ids=run_ids, model_name=values["model_name"]
-        )
+        model = values["registered_model"]
+        rows = collect_runs(client, experiment_ids=experiments, run_ids=run_ids, model_name=model)
         comparison = build_comparison(rows)
         mlflow.log_text(comparison.to_markdown(), "compare/compare.md")
         mlflow.log_text(comparison.to_csv(), "compare/compare.csv")

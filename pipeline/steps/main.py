@@ -21,13 +21,23 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
-from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
 from pipeline.runs import ERROR_TAG, as_strings, find_reusable_run, project_root, step_run
 from pipeline.steps import search_train
 
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
+
+
+STEPS = ("search_train", "derive", "measure", "export", "register", "compare")
+# step parameters that carry an earlier step's run id
+RUN_ID_PARAMS = {
+    "search_run_id": "search_train",
+    "derive_run_id": "derive",
+    "measure_run_id": "measure",
+    "export_run_id": "export",
+}
 
 
 class StepFailed(UserError):
@@ -93,59 +103,22 @@ def run(args: argparse.Namespace) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     search_params = {k: values[k] for k in STEP_PARAMS["search_train"]}
     search_train.preflight(search_params, formats=values["formats"])  # fail before any step
-    reuse = values["reuse"]
     with step_run("main", values) as parent:
         ids: dict[str, str] = {}
-        ids["search_train"] = _launch("search_train", search_params, parent=parent, reuse=reuse)
-        ids["derive"] = _launch(
-            "derive",
-            {
-                "search_run_id": ids["search_train"],
-                "workers": values["workers"],
-                "target_device": values["target_device"],
-            },
-            parent=parent,
-            reuse=reuse,
-        )
-        ids["measure"] = _launch(
-            "measure",
-            {
-                "derive_run_id": ids["derive"],
-                "target_device": values["target_device"],
-                "references": values["references"],
-                "batch_size": values["batch_size"],
-            },
-            parent=parent,
-            reuse=reuse,
-        )
-        ids["export"] = _launch(
-            "export",
-            {
-                "derive_run_id": ids["derive"],
-                "formats": values["formats"],
-                "precision": values["precision"],
-                "target_device": values["target_device"],
-            },
-            parent=parent,
-            reuse=reuse,
-        )
-        ids["register"] = _launch(
-            "register",
-            {
-                "export_run_id": ids["export"],
-                "measure_run_id": ids["measure"],
-                "model_name": values["model_name"],
-            },
-            parent=parent,
-            reuse=reuse,
-        )
-        # compare always reruns: the experiment it summarises has changed since last time
-        ids["compare"] = _launch(
-            "compare",
-            {"experiment": "", "run_ids": "", "model_name": ""},
-            parent=parent,
-            reuse=False,
-        )
+        for step in STEPS:
+            params = {
+                name: ids[RUN_ID_PARAMS[name]]
+                if name in RUN_ID_PARAMS
+                else values.get(name, PARAMS[name].default)
+                for name in STEP_PARAMS[step]
+            }
+            # compare always reruns: the experiment it summarises has changed since last time
+            ids[step] = _launch(
+                step, params, parent=parent, reuse=values["reuse"] and step != "compare"
+            )
         mlflow.log_dict(ids, "step_runs.json")
-        print(_summary(MlflowClient(), ids["measure"], ids["register"]), flush=True)
+        client = MlflowClient()
+        measured = client.get_run(ids["measure"]).data.metrics  # the parent shows Table 5 too
+        mlflow.log_metrics({k: v for k, v in measured.items() if not k.startswith("ref.")})
+        print(_summary(client, ids["measure"], ids["register"]), flush=True)
     sys.stdout.flush()
