@@ -26,6 +26,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## the TensorRT code against tensorrt-stubs (the test mends two defects of the stubs first)
 typecheck: $(STAMP)

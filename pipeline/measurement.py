@@ -82,9 +82,8 @@ class Target:
 
 
 def _named(value: str, *, num_classes: int, resolution: int, weights: Path | None) -> Target:
-    from dha_train.spaces.named import NAMED_ARCHITECTURES, named_architecture
-
     from dha_train.spaces import build_network
+    from dha_train.spaces.named import NAMED_ARCHITECTURES, named_architecture
 
     if value not in NAMED_ARCHITECTURES:
         raise UserError(
