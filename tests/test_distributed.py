@@ -180,7 +180,9 @@ def _spawned_stop(rank: int, world: int, tmp: Path) -> None:
 
 
 def test_stop_on_two_ranks_resume_on_one(tmp_path: Path) -> None:
-    with pytest.raises(mp.ProcessRaisedException, match="simulated stop"):
+    # Rank 0 stops; rank 1 then loses its peer in the next all-reduce. spawn reports whichever
+    # error it sees first, so either message is the expected stop.
+    with pytest.raises(mp.ProcessRaisedException, match="simulated stop|Connection closed by peer"):
         mp.spawn(_spawned_stop, args=(2, tmp_path), nprocs=2, join=True)
     work = tmp_path / "work"
     assert [p.name for p in work.iterdir()] == [CHECKPOINT_NAME]  # rank 0 only, no temp files

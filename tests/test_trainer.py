@@ -146,7 +146,9 @@ def test_every_mode_learns_digits(digits: DataBundle, tmp_path: Path, mode: str)
     # Sequential modes train the derived network from scratch in their second half, so they
     # get twice the epochs: each phase then has as many steps as a one-phase mode.
     epochs = 8 if len(MODES[mode]) == 2 else 4
-    cfg = _cfg(digits, mode, epochs=epochs, limit_steps_per_epoch=20)
+    # half of a search phase trains the frozen child (freeze_by), so the derived network has
+    # as many fixed-architecture steps as a short baseline run
+    cfg = _cfg(digits, mode, epochs=epochs, limit_steps_per_epoch=30, freeze_by=0.5)
     result = train(cfg, digits, workdir=tmp_path, sink=sink)
     assert result.test["top1"] > 0.5, result.test  # chance is 0.1
     assert result.test["top5"] >= result.test["top1"]
@@ -164,6 +166,6 @@ def test_every_mode_learns_digits(digits: DataBundle, tmp_path: Path, mode: str)
         assert all("frozen_units" in h for h in result.history if h["phase"] == 0)
     if any(p.learn_hp for p in phases):
         # eta is searched in the last phase; a sequential mode's first phase uses a cosine lr
-        first_phase_steps = (epochs // 2) * 20 if len(phases) == 2 else 0
+        first_phase_steps = (epochs // 2) * 30 if len(phases) == 2 else 0
         lrs = [v for step, v in result.lr_trajectory if step > first_phase_steps]
         assert all(1e-3 <= v <= 0.1 for v in lrs) and len(set(lrs)) > 1
