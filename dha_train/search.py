@@ -2,8 +2,8 @@
 
 Per step: ``sample()`` recovers alpha from b (Eqs. 5-6, solved in full every
 ``recover_every`` steps), takes the top-k support per unit, projects it onto the budget (a
-support that breaks a budget is never returned)
-and returns Eq. 7 weights that carry the gradient to b.
+support that breaks a budget is never returned) and returns Eq. 7 weights that carry the
+gradient to b.
 ``penalty()`` is a soft hinge on the expected cost so b moves towards the budget. Per epoch:
 ``end_epoch()`` solves the LASSO fully (continuation on lambda) and freezes every unit whose
 alpha moved by at most ``freeze_tol`` (L2) since the last epoch: its support is fixed and its

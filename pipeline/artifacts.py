@@ -22,10 +22,11 @@ from dha_train.errors import UserError
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
 
-__all__ = ["DerivedModel", "log_derived", "load_derived", "CHILD_DIR"]
+__all__ = ["DerivedModel", "log_derived", "load_derived", "CHILD_DIR", "DESCRIPTIVE_KEYS"]
 
 CHILD_DIR = "child"
-_DESCRIPTIVE = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
+# what a run searched: the measure step tags its run with these, compare shows them
+DESCRIPTIVE_KEYS = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
 
 
 @dataclass
@@ -62,7 +63,7 @@ class DerivedModel:
 
     def descriptive_tags(self) -> dict[str, str]:
         """dataset, space, mode and budgets, as strings ('' = unset)."""
-        return {k: "" if self.meta.get(k) is None else str(self.meta[k]) for k in _DESCRIPTIVE}
+        return {k: "" if self.meta.get(k) is None else str(self.meta[k]) for k in DESCRIPTIVE_KEYS}
 
 
 def log_derived(

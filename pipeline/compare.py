@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
+from pipeline.artifacts import DESCRIPTIVE_KEYS
 
 __all__ = [
     "CompareRow",
@@ -28,10 +29,8 @@ __all__ = [
     "build_comparison",
     "pareto_front",
     "plot_comparison",
-    "DESCRIPTIVE_TAGS",
 ]
 
-DESCRIPTIVE_TAGS = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
 _LATENCY_PREFIX = "latency_ms."
 
 
@@ -51,7 +50,7 @@ def _row(run: Run) -> CompareRow:
     m, tags = run.data.metrics, run.data.tags
     return CompareRow(
         run_id=run.info.run_id,
-        info={k: tags.get(f"dha.{k}", "") for k in DESCRIPTIVE_TAGS},
+        info={k: tags.get(f"dha.{k}", "") for k in DESCRIPTIVE_KEYS},
         top1=m.get("top1"),
         top5=m.get("top5"),
         params_m=m.get("params_m"),
@@ -110,7 +109,7 @@ class Comparison:
 
     def header(self) -> list[str]:
         lat = [f"{c} (ms){' [mixed devices]' if c in self.mixed else ''}" for c in self.columns]
-        return ["run", *DESCRIPTIVE_TAGS, "top1", "top5", "params_m", "flops_m", *lat]
+        return ["run", *DESCRIPTIVE_KEYS, "top1", "top5", "params_m", "flops_m", *lat]
 
     def cells(self, row: CompareRow) -> list[str]:
         def num(v: float | None, fmt: str = "{:.2f}") -> str:
@@ -124,7 +123,7 @@ class Comparison:
             lat.append(value)
         return [
             row.run_id[:8],
-            *(row.info[k] for k in DESCRIPTIVE_TAGS),
+            *(row.info[k] for k in DESCRIPTIVE_KEYS),
             num(row.top1),
             num(row.top5),
             num(row.params_m, "{:.3f}"),
