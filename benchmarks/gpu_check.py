@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dha_train.data import to_unit_float
 from dha_train.timing import time_callable
 from pipeline.latency import LatencyConfig, LatencyResult, describe_environment, measure_latency
 from pipeline.measurement import measure_model, resolve_target
@@ -117,7 +118,7 @@ def _digits(resolution: int) -> Any:
 
 def _train_config(s: Settings, resolution: int, batch: int, **overrides: Any) -> Any:
     from dha_train.spaces import SpaceConfig
-    from dha_train.trainer import TrainConfig
+    from dha_train.train_config import TrainConfig
 
     space = SpaceConfig("mobilenet", num_classes=10, resolution=resolution, width_mult=1.0)
     cfg = TrainConfig(space=space, mode="dha", batch_size=batch, device=s.device, progress=False)
@@ -149,7 +150,7 @@ def section_dha_step(state: State) -> None:
     s = state.settings
     data = _digits(s.resolution)
     batch = s.train_batch
-    x = torch.stack([data.train[i][0] for i in range(batch)]).to(s.device)
+    x = to_unit_float(torch.stack([data.train[i][0] for i in range(batch)]).to(s.device))
     y = torch.tensor([int(data.train[i][1]) for i in range(batch)], device=s.device)
     base = None
     for amp, channels_last in ((False, False), (True, False), (False, True), (True, True)):

@@ -2,9 +2,10 @@
 
 Images are float tensors ``(B, 3, H, W)`` in ``[0, 1]``. Every sample has its own ordered pair
 of operations and its own magnitudes; the pair is applied as two stages (first op of every
-sample, then second op of every sample). Within a stage the geometric samples share one
-batched ``grid_sample`` with per-sample matrices, and the other samples are grouped by
-operation, each group processed in one batched call with per-sample factors.
+sample, then second op of every sample). Each stage reorders the batch so that the samples
+of one operation are contiguous (one gather), runs each operation in place on its slice with
+per-sample factors, and runs the geometric operations, placed last, as one batched
+``grid_sample`` with per-sample matrices; one scatter at the end restores the batch order.
 
 Magnitudes are drawn uniformly from ``[0, 10]`` (paper) and mapped to each operation's range
 as torchvision's ``RandAugment`` does (``_augmentation_space`` with 11 bins, read here as a
@@ -46,52 +47,54 @@ def _gray(x: Tensor) -> Tensor:
     return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1)
 
 
-def _blend(x: Tensor, degenerate: Tensor, factor: Tensor) -> Tensor:
-    """PIL ``Image.blend(degenerate, x, factor)`` with one factor per sample."""
-    return torch.lerp(degenerate, x, factor.view(-1, 1, 1, 1).to(x.dtype)).clamp_(0.0, 1.0)
+def _blend_(x: Tensor, degenerate: Tensor, factor: Tensor) -> None:
+    """PIL ``Image.blend(degenerate, x, factor)`` in place, one factor per sample."""
+    weight = (1.0 - factor).view(-1, 1, 1, 1).to(x.dtype)
+    x.lerp_(degenerate, weight).clamp_(0.0, 1.0)
 
 
-def _brightness(x: Tensor, p: Tensor) -> Tensor:
-    return (x * p.view(-1, 1, 1, 1).to(x.dtype)).clamp_(0.0, 1.0)  # blend with black
+# Pixel ops work in place on a contiguous slice of the batch: (x_group, params) -> None.
+def _brightness(x: Tensor, p: Tensor) -> None:
+    x.mul_(p.view(-1, 1, 1, 1).to(x.dtype)).clamp_(0.0, 1.0)  # blend with black
 
 
-def _color(x: Tensor, p: Tensor) -> Tensor:
-    return _blend(x, _gray(x).expand_as(x), p)
+def _color(x: Tensor, p: Tensor) -> None:
+    _blend_(x, _gray(x), p)
 
 
-def _contrast(x: Tensor, p: Tensor) -> Tensor:
-    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), p)
+def _contrast(x: Tensor, p: Tensor) -> None:
+    _blend_(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), p)
 
 
-def _sharpness(x: Tensor, p: Tensor) -> Tensor:
-    """PIL's SMOOTH kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 inside, border pixels unchanged."""
-    kernel = torch.ones(3, 1, 3, 3, device=x.device, dtype=x.dtype)
-    kernel[:, :, 1, 1] = 5.0
-    kernel /= 13.0
-    blurred = x.clone()
-    blurred[..., 1:-1, 1:-1] = F.conv2d(x, kernel, groups=3)
-    return _blend(x, blurred, p)
+def _sharpness(x: Tensor, p: Tensor) -> None:
+    """PIL's SMOOTH kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 inside, border pixels unchanged:
+    the 3x3 box sum plus 4 times the centre, over 13."""
+    rows = x[..., :-2] + x[..., 1:-1] + x[..., 2:]  # sums of 3 along W (sliced adds are
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]  # faster than a conv)
+    inner = x[..., 1:-1, 1:-1]
+    _blend_(inner, box.add_(inner, alpha=4.0).div_(13.0), p)
 
 
-def _posterize(x: Tensor, p: Tensor) -> Tensor:
-    step = torch.pow(2.0, 8.0 - p).view(-1, 1, 1, 1)
-    return torch.floor(torch.round(x * 255.0) / step) * step / 255.0
+def _posterize(x: Tensor, p: Tensor) -> None:
+    step = torch.pow(2.0, 8.0 - p).view(-1, 1, 1, 1).to(x.dtype)
+    x.mul_(255.0).round_().div_(step).floor_().mul_(step / 255.0)
 
 
-def _solarize(x: Tensor, p: Tensor) -> Tensor:
-    return torch.where(x >= p.view(-1, 1, 1, 1), 1.0 - x, x)
+def _solarize(x: Tensor, p: Tensor) -> None:
+    flip = (x >= p.view(-1, 1, 1, 1).to(x.dtype)).to(x.dtype)
+    x.mul_(1.0 - 2.0 * flip).add_(flip)  # 1 - x where flipped, x elsewhere
 
 
-def _autocontrast(x: Tensor, p: Tensor) -> Tensor:
-    return TF.autocontrast(x)
+def _autocontrast(x: Tensor, p: Tensor) -> None:
+    x.copy_(TF.autocontrast(x))
 
 
-def _equalize(x: Tensor, p: Tensor) -> Tensor:
-    return TF.equalize(x)
+def _equalize(x: Tensor, p: Tensor) -> None:
+    x.copy_(TF.equalize(x))
 
 
-def _identity(x: Tensor, p: Tensor) -> Tensor:
-    return x
+def _identity(x: Tensor, p: Tensor) -> None:
+    return None
 
 
 def _rotate(p: Tensor, h: int, w: int) -> Tensor:
@@ -132,7 +135,7 @@ def _translate_y(p: Tensor, h: int, w: int) -> Tensor:
 class AugmentOp:
     """One operation: its range at magnitude 10, whether it is signed, and how it runs.
 
-    ``pixel`` ops map ``(x_group, params) -> x_group``; ``affine`` ops map
+    ``pixel`` ops change ``x_group`` in place with ``(x_group, params)``; ``affine`` ops map
     ``(params, H, W) -> (n, 2, 3)`` inverse matrices from output to input pixel coordinates
     (pixel centres at ``i + 0.5``, PIL's convention).
     """
@@ -140,7 +143,7 @@ class AugmentOp:
     name: str
     max_value: float
     signed: bool
-    pixel: Callable[[Tensor, Tensor], Tensor] | None = None
+    pixel: Callable[[Tensor, Tensor], None] | None = None
     affine: Callable[[Tensor, int, int], Tensor] | None = None
 
 
@@ -205,33 +208,51 @@ def warp(x: Tensor, inverse: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def apply_op(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) -> Tensor:
-    """One stage: sample ``i`` gets op ``OPS[op_ids[i]]`` with its own magnitude and sign."""
+# Stage order: pixel ops first, then the geometric ones as one contiguous block.
+_STAGE_ORDER: tuple[int, ...] = tuple(
+    sorted(range(NUM_OPS), key=lambda k: AUGMENT_OPS[OPS[k]].affine is not None)
+)
+_RANK = torch.tensor([_STAGE_ORDER.index(k) for k in range(NUM_OPS)])
+
+
+def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) -> None:
+    """One stage in place on a batch already sorted by ``_RANK[op_ids]``."""
     h, w = x.shape[-2:]
-    out = x.clone()
-    affine_idx: list[Tensor] = []
-    affine_mats: list[Tensor] = []
-    present = torch.unique(op_ids).tolist()
-    for k in present:
+    counts = torch.bincount(op_ids, minlength=NUM_OPS).tolist()
+    start, affine_start, mats = 0, None, []
+    for k in _STAGE_ORDER:
+        if counts[k] == 0:
+            continue
+        group = slice(start, start + counts[k])
+        start += counts[k]
         op = AUGMENT_OPS[OPS[k]]
-        idx = (op_ids == k).nonzero(as_tuple=True)[0]
-        param = op_parameter(op.name, magnitudes[idx], signs[idx], (h, w))
+        param = op_parameter(op.name, magnitudes[group], signs[group], (h, w))
         if op.affine is not None:
-            affine_idx.append(idx)
-            affine_mats.append(op.affine(param, h, w))
-        elif op.pixel is not _identity and op.pixel is not None:
-            out.index_copy_(0, idx, op.pixel(x[idx], param))
-    if affine_idx:
-        idx = torch.cat(affine_idx)
-        out.index_copy_(0, idx, warp(x[idx], torch.cat(affine_mats)))
-    return out
+            affine_start = group.start if affine_start is None else affine_start
+            mats.append(op.affine(param, h, w))
+        elif op.pixel is not None:
+            op.pixel(x[group], param)
+    if affine_start is not None:
+        x[affine_start:].copy_(warp(x[affine_start:], torch.cat(mats)))
 
 
 def apply_pairs(x: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor) -> Tensor:
-    """Apply each sample's ordered pair ``pairs[i] = (first, second)`` (both ``(B, 2)``)."""
+    """Apply each sample's ordered ops ``pairs[i] = (first, second)`` (all ``(B, stages)``).
+
+    Returns a new tensor in ``x``'s sample order; ``x`` is not modified.
+    """
+    rows = torch.arange(x.shape[0], device=x.device)  # rows[j]: the sample held in row j
     for stage in range(pairs.shape[1]):
-        x = apply_op(x, pairs[:, stage], magnitudes[:, stage], signs[:, stage])
-    return x
+        order = torch.argsort(_RANK.to(pairs.device)[pairs[rows, stage]], stable=True)
+        rows = rows[order]
+        x = x.index_select(0, order)  # a new tensor, changed in place below
+        _apply_sorted(x, pairs[rows, stage], magnitudes[rows, stage], signs[rows, stage])
+    return x.index_select(0, torch.argsort(rows))
+
+
+def apply_op(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) -> Tensor:
+    """One stage: sample ``i`` gets op ``OPS[op_ids[i]]`` with its own magnitude and sign."""
+    return apply_pairs(x, op_ids[:, None], magnitudes[:, None], signs[:, None])
 
 
 def sample_magnitudes(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .data import to_unit_float
 from .distributed import all_reduce_
 from .spaces.base import Selection, Supernet
 
@@ -91,7 +92,7 @@ def evaluate(
     loss = top1 = top5 = 0.0
     n = 0
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
+        x, y = to_unit_float(x.to(device)), y.to(device)
         logits = forward(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         k = min(5, logits.shape[1])

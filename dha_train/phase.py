@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from . import spaces
+from .data import to_unit_float
 from .distributed import GradSync, broadcast_object
 from .evaluation import op_shares
 from .hpo import HyperBounds, HyperSGD
@@ -137,7 +138,7 @@ def _separate_sampler(
     def draw() -> tuple[Tensor, Tensor]:
         idx = torch.randint(0, len(dataset), (batch,), generator=g).tolist()
         items = [dataset[i] for i in idx]
-        x = torch.stack([it[0] for it in items]).to(device)
+        x = to_unit_float(torch.stack([it[0] for it in items]).to(device))
         y = torch.as_tensor([int(it[1]) for it in items], device=device)
         return x, y
 

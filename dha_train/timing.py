@@ -2,19 +2,21 @@
 
 Warm-up first, then a loop bounded by count and time; CUDA work is timed with events and
 synchronisation. The budgets' latency lookup table and the measurement harness both call
-:func:`time_callable`, so their numbers are comparable.
+:func:`time_callable`, so their numbers are comparable. The benchmarks compare two or more
+calls with :func:`compare_interleaved`, which alternates them in short rounds so that a
+shared machine's slow spells hit every call alike.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["TimingStats", "time_callable"]
+__all__ = ["TimingStats", "time_callable", "compare_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,45 @@ def time_callable(
         std_ms=statistics.pstdev(ordered),
         iterations=len(ordered),
     )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    baseline: str,
+    device: torch.device | str = "cpu",
+    rounds: int = 7,
+    iters: int = 3,
+    warmup: int = 2,
+) -> dict[str, tuple[float, float]]:
+    """Per call: (median ms per call, median over rounds of its time / the baseline's).
+
+    Each round times ``iters`` calls of every function in turn; the ratio is taken within a
+    round, so a slow spell that spans a round scales both sides of it.
+    """
+    device = torch.device(device)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    per_round: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            _sync(device)
+            per_round[name].append((time.perf_counter() - start) * 1e3 / iters)
+    base = per_round[baseline]
+    return {
+        name: (
+            statistics.median(ms),
+            statistics.median(t / b for t, b in zip(ms, base, strict=True)),
+        )
+        for name, ms in per_round.items()
+    }

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 
 from dha_train.errors import UserError
+from dha_train.host_memory import retain_freed_memory
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -81,6 +82,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own
+    retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
     parser, subparsers = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dha_train.data import load_dataset
+from dha_train.data import load_dataset, to_unit_float
 from dha_train.errors import ConfigError, DatasetError
 
 
@@ -52,6 +52,12 @@ def test_imagefolder_skips_and_counts_corrupt_images(tmp_path: Path) -> None:
     x, label = bundle.train[0]
     assert x.shape == (3, 16, 16) and label in (0, 1)
     assert len(bundle.val) + len(bundle.test) == 8
+    # decoded images travel as uint8; to_unit_float gives what the model sees
+    val = bundle.val[0][0]
+    assert x.dtype == val.dtype == torch.uint8
+    unit = to_unit_float(val)
+    assert unit.dtype == torch.float32
+    torch.testing.assert_close(unit * 255, val.float())
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,9 @@ from dha_train.modes import mode_phases
 from dha_train.phase import build_phase
 from dha_train.policy import AugmentPolicy
 from dha_train.spaces.base import SpaceConfig
+from dha_train.train_config import TrainConfig
 from dha_train.train_step import train_step
-from dha_train.trainer import TrainConfig, train
+from dha_train.trainer import train
 
 RES = 16
 BATCH = 16  # the global batch of the equivalence test

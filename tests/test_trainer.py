@@ -14,7 +14,8 @@ from dha_train.data import DataBundle, load_dataset
 from dha_train.errors import ConfigError
 from dha_train.modes import MODES, mode_phases
 from dha_train.spaces.base import SpaceConfig
-from dha_train.trainer import NonFiniteLossError, TrainConfig, train
+from dha_train.train_config import TrainConfig
+from dha_train.trainer import NonFiniteLossError, train
 
 RES = 16
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import torch
 
-from dha_train.data import load_dataset
+from dha_train.data import load_dataset, to_unit_float
 from export.errors import TensorRTUnavailableError
 from export.flavors import log_onnx_model, log_tensorrt_model
 from export.onnx_export import check_onnx_parity, export_onnx
@@ -47,7 +47,7 @@ def parity_images(derived: DerivedModel, limit: int = PARITY_IMAGES) -> torch.Te
     meta = derived.meta
     data = load_dataset(meta["dataset"], meta["data_dir"] or None, derived.resolution, meta["seed"])
     count = min(limit, len(data.val))  # type: ignore[arg-type]
-    return torch.stack([data.val[i][0] for i in range(count)])
+    return to_unit_float(torch.stack([data.val[i][0] for i in range(count)]))
 
 
 def _tensorrt(

@@ -36,7 +36,8 @@ from dha_train.budgets import Budget, CostModel
 from dha_train.data import DataBundle, load_dataset
 from dha_train.errors import ConfigError
 from dha_train.spaces import SpaceConfig
-from dha_train.trainer import TrainConfig, train
+from dha_train.train_config import TrainConfig
+from dha_train.trainer import train
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values

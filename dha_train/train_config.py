@@ -1,0 +1,90 @@
+"""TrainConfig: every setting of a training run besides the data, with its validation.
+
+The defaults follow the paper and ISTA-NAS (Sec. 4 and App. A); deviations are commented
+where they are set (and listed in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+from .hpo import HyperBounds
+from .modes import MODES
+from .spaces.base import SpaceConfig
+
+__all__ = ["TrainConfig", "HPO_BATCHES"]
+
+HPO_BATCHES = ("next", "separate")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs besides the data (validated in ``validate``)."""
+
+    space: SpaceConfig
+    mode: str = "dha"
+    epochs: int = 50
+    batch_size: int = 64
+    seed: int = 0
+    # weights' optimizer (Eq. 3) and the hyper-parameters eta (Eq. 4)
+    lr: float = 0.025
+    wd: float = 3e-4
+    momentum: float = 0.9
+    lr_bounds: tuple[float, float] = (1e-3, 0.1)
+    wd_bounds: tuple[float, float] = (0.0, 1e-2)
+    hyper_lr: float = 1e-4  # beta in Eq. 4
+    hpo_batch: str = "next"  # "next" (deviation, cheap) | "separate" (Algorithm 1 line 9)
+    grad_clip: float = 5.0
+    # DA policy tau (Eq. 2) and the fixed standard augmentation
+    tau_lr: float = 1e-3
+    hflip: bool = True
+    # architecture parameters b (ISTA-NAS one-stage settings)
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_wd: float = 1e-3
+    budget: Any = None  # budgets.Budget; None = unbounded
+    latency_device: str | None = None  # where a latency budget is measured (None = device)
+    sequential_search_fraction: float = 0.5
+    # Units still moving after this fraction of a search phase's epochs freeze at their current
+    # support, so the last epochs train the fixed child (what one-stage ISTA-NAS does once all
+    # units have frozen by its criterion); the derived child is then exactly the trained net.
+    freeze_by: float = 0.75
+    # execution
+    device: str = "cpu"
+    workers: int = 0
+    amp: bool | None = None  # bf16 autocast; None = on for CUDA, off on CPU
+    channels_last: bool | None = None  # None = on for CUDA
+    checkpoint_every_steps: int = 200  # 0 = only at epoch ends
+    log_every_steps: int = 20
+    limit_steps_per_epoch: int | None = None  # tiny runs / tests
+    progress: bool = True
+    rank: int = 0
+    world_size: int = 1
+
+    def validate(self) -> None:
+        """Raise ConfigError for values out of range."""
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.hpo_batch not in HPO_BATCHES:
+            raise ConfigError(f"hpo_batch={self.hpo_batch!r}; expected one of {HPO_BATCHES}")
+        for name in ("epochs", "batch_size", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer >= 1")
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(
+                f"rank={self.rank} with world_size={self.world_size}; need 0<=rank<ws"
+            )
+        if not 0.0 < self.freeze_by <= 1.0:
+            raise ConfigError(f"freeze_by={self.freeze_by}; expected a fraction in (0, 1]")
+        HyperBounds(lr=self.lr_bounds, wd=self.wd_bounds).check(self.lr, self.wd)
+
+    def use_amp(self) -> bool:
+        return torch.device(self.device).type == "cuda" if self.amp is None else self.amp
+
+    def use_channels_last(self) -> bool:
+        cuda = torch.device(self.device).type == "cuda"
+        return cuda if self.channels_last is None else self.channels_last
