@@ -29,6 +29,10 @@ class TimingStats:
     mean_ms: float
     std_ms: float
     iterations: int
+    # How much the machine's speed moved while timing: the medians of 10 consecutive chunks
+    # of the samples, max / min - 1, in percent (0 with fewer than 50 samples). A shared
+    # host's slow spells show here, whatever the median does.
+    drift_pct: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -37,6 +41,14 @@ class TimingStats:
 def _percentile(sorted_ms: list[float], q: float) -> float:
     index = min(len(sorted_ms) - 1, max(0, round(q * (len(sorted_ms) - 1))))
     return sorted_ms[index]
+
+
+def _drift_pct(samples: list[float], chunks: int = 10) -> float:
+    if len(samples) < 5 * chunks:
+        return 0.0
+    size = len(samples) // chunks
+    medians = [statistics.median(samples[i * size : (i + 1) * size]) for i in range(chunks)]
+    return (max(medians) / min(medians) - 1.0) * 100.0
 
 
 def time_callable(
@@ -78,6 +90,7 @@ def time_callable(
         mean_ms=statistics.fmean(ordered),
         std_ms=statistics.pstdev(ordered),
         iterations=len(ordered),
+        drift_pct=_drift_pct(samples),
     )
 
 

@@ -23,7 +23,8 @@ JSON report (``MeasureReport.to_json()``), ``"schema_version": 1``::
       "latency": [{"backend": str, "device": "cpu"|"cuda", "batch_size": int,
                    "status": "ok"|"skipped"|"failed", "reason": str, "threads": int|null,
                    "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms": float,
-                   "iterations": int, "throughput_ips": float|null}],  # timings only if "ok"
+                   "iterations": int, "drift_pct": float,  # see timing.TimingStats
+                   "throughput_ips": float|null}],  # timings only if "ok"
       "environment": {"cpu": str, "cpu_count": int, "torch_threads": int, "gpu": str|null,
                       "platform": str, "python": str,
                       "versions": {"torch", "cuda_runtime", "cudnn", "onnxruntime",

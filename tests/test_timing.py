@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from dha_train.timing import compare_interleaved, time_callable
 
 
@@ -23,3 +25,12 @@ def test_compare_interleaved_alternates_rounds_and_divides_by_the_baseline() -> 
     assert order[2:] == (["base"] * 2 + ["other"] * 2) * 4
     assert timed["base"][1] == 1.0
     assert set(timed) == {"base", "other"} and all(ms >= 0 for ms, _ in timed.values())
+
+
+def test_drift_is_the_spread_of_chunk_medians() -> None:
+    from dha_train.timing import _drift_pct
+
+    assert _drift_pct([10.0] * 100) == 0.0
+    assert _drift_pct([10.0] * 50 + [13.0] * 50) == pytest.approx(30.0)  # a slow spell
+    assert _drift_pct([10.0, 13.0] * 50) == 0.0  # noise, not drift
+    assert _drift_pct([10.0] * 49) == 0.0  # too few samples to tell
