@@ -1,16 +1,16 @@
-"""Repeatability of the latency harness: two back-to-back measurements of one model.
+"""Repeatability of the latency harness: back-to-back measurements of one model.
 
-Goal (issue 5): on an idle CPU the two medians agree within 5%. For each backend it takes
-pairs of measurements and prints both medians, their spread (|a - b| / min(a, b)) and each
-measurement's drift (how far the medians of its 10 consecutive chunks of samples moved,
-``TimingStats.drift_pct``). A pair in which either measurement drifted by more than 5% was
-not taken on an idle machine: a shared host's slow spells (10-30% slower for seconds, with
-nothing running in the VM) moved it. Such pairs are printed and another pair is taken, up to
-``--attempts``; the verdict is the first steady pair's spread. Exits 0 either way (a busy
-host is not a bug), unless --strict is given and no steady pair met the goal.
+Goal (issue 5): on an idle CPU two back-to-back medians agree within 5%. For each backend it
+takes ``--pairs`` pairs of measurements and prints, per pair, both medians, their spread
+(|a - b| / min(a, b)) and each measurement's drift (how far the medians of its 10
+consecutive chunks of samples moved, ``TimingStats.drift_pct``; a shared host's slow spells,
+10-50% slower for seconds with nothing running in the VM, show there). The summary is the
+median spread over the pairs and how many pairs met the goal; the goal counts as met when the
+median spread is within 5%. Exits 0 either way (a busy host is not a bug), unless --strict.
 
 The defaults suit a shared 2-vCPU VM: one thread (two threads on two vCPUs contend with the
-hypervisor and with each other) and 20 s per measurement.
+hypervisor and with each other) and 20 s per measurement, long enough that spells of a few
+seconds stay a minority of the samples.
 
     python benchmarks/bench_latency_spread.py --target torchvision:mobilenet_v2
 """
@@ -18,6 +18,7 @@ hypervisor and with each other) and 20 s per measurement.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 from dha_train.host_memory import retain_freed_memory
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=20.0, help="time bound per measurement")
-    parser.add_argument("--attempts", type=int, default=3, help="pairs tried per backend")
+    parser.add_argument("--pairs", type=int, default=3, help="pairs of measurements per backend")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the goal is missed")
     args = parser.parse_args(argv)
 
@@ -68,29 +69,26 @@ def main(argv: list[str] | None = None) -> int:
 
     missed = False
     for backend in args.backends:
-        verdict = None
-        for attempt in range(1, args.attempts + 1):
+        spreads = []
+        for number in range(1, args.pairs + 1):
             pair = [measure(backend), measure(backend)]
             if pair[0] is None or pair[1] is None:
                 return 1
             a, b = (t.median_ms for t in pair)
-            spread = abs(a - b) / min(a, b) * 100.0
-            steady = all(t.drift_pct <= GOAL_PCT for t in pair)
+            spreads.append(abs(a - b) / min(a, b) * 100.0)
             print(
-                f"{backend} pair {attempt} (threads={args.threads}): medians {a:.3f} / {b:.3f} ms, "
-                f"spread {spread:.2f}%, drift {pair[0].drift_pct:.1f}% / {pair[1].drift_pct:.1f}%"
-                f"{'' if steady else '  (host unsteady: drift > 5%)'}"
+                f"{backend} pair {number} (threads={args.threads}): medians {a:.3f} / {b:.3f} ms,"
+                f" spread {spreads[-1]:.2f}%, drift {pair[0].drift_pct:.1f}% / "
+                f"{pair[1].drift_pct:.1f}%"
             )
-            if steady:
-                verdict = spread
-                break
-        if verdict is None:
-            print(f"{backend}: no steady pair in {args.attempts} attempts; no verdict")
-            missed = True
-            continue
-        missed |= verdict > GOAL_PCT
-        met = "within" if verdict <= GOAL_PCT else "OUTSIDE"
-        print(f"{backend}: spread of medians {verdict:.2f}% ({met} the 5% goal)")
+        typical = statistics.median(spreads)
+        within = sum(s <= GOAL_PCT for s in spreads)
+        missed |= typical > GOAL_PCT
+        met = "within" if typical <= GOAL_PCT else "OUTSIDE"
+        print(
+            f"{backend}: median spread {typical:.2f}% over {len(spreads)} pairs ({met} the 5% "
+            f"goal); {within} of {len(spreads)} pairs within 5%"
+        )
     return 1 if args.strict and missed else 0
 
 
