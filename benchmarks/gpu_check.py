@@ -10,7 +10,9 @@ well under 5 minutes:
    ``dha_train.trainer.train``, its child derived, counted and timed;
 4. the reference architectures (proxylessnas_gpu, darts_v2 at 224 px) on the CUDA paths:
    torch eager fp32 / fp16 autocast / channels_last, ONNX Runtime's CUDA provider;
-5. TensorRT engines (fp32, fp16) at batch 1 for all of them, when TensorRT is importable.
+5. TensorRT engines (fp32, fp16) at batch 1 for all of them, when TensorRT is importable;
+6. the ratio benchmarks of issues 3 and 4 on CUDA (supernet / child step, dha / nas step,
+   on-device DA / PIL RandAugment), each run as its own script.
 
 Each section is guarded: a failure is printed and the rest still run (exit status 1 then).
 Without CUDA it says so and exits 0; ``--cpu-smoke`` runs every section on the CPU with tiny
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +71,9 @@ class Settings:
     step_warmup: int
     budget_s: float  # sections that would start after this are skipped
     threads: int | None = None  # CPU threads for torch and ONNX Runtime (None: torch's default)
+    # benchmarks/<script> -> its arguments besides --device
+    benchmarks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    benchmark_timeout_s: float = 120.0
 
 
 GPU = Settings(
@@ -82,6 +88,11 @@ GPU = Settings(
     step_iters=10,
     step_warmup=3,
     budget_s=240.0,
+    benchmarks={
+        "bench_supernet_step.py": ("--batch", "64", "--rounds", "5"),
+        "bench_dha_step.py": ("--channels", "16", "--layers", "8", "--batch", "64"),
+        "bench_augment.py": ("--rounds", "3"),
+    },
 )
 CPU_SMOKE = Settings(
     device="cpu",
@@ -96,6 +107,12 @@ CPU_SMOKE = Settings(
     step_warmup=1,
     budget_s=600.0,
     threads=1,  # a shared small CPU: more threads than idle cores is many times slower
+    benchmarks={
+        "bench_supernet_step.py": ("--batch", "4", "--rounds", "1"),
+        "bench_dha_step.py": ("--batch", "4", "--rounds", "1", "--steps", "1"),
+        "bench_augment.py": ("--rounds", "1", "--sizes", "32", "--images", "128", "--batch", "64"),
+    },
+    benchmark_timeout_s=300.0,
 )
 
 
@@ -247,9 +264,27 @@ def section_tensorrt(state: State) -> None:
         state.results += [(name, r) for r in results]
 
 
+def section_benchmarks(state: State) -> None:
+    """The ratio benchmarks, each in its own process (their output printed as it is)."""
+    s = state.settings
+    failed = []
+    for script, extra in s.benchmarks.items():
+        command = [sys.executable, str(Path(__file__).with_name(script)), "--device", s.device]
+        done = subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=s.benchmark_timeout_s
+        )
+        print(f"-- {script} {' '.join(extra)}\n{done.stdout.rstrip()}", flush=True)
+        if done.returncode != 0:
+            print(done.stderr[-2000:])
+            failed.append(script)
+    if failed:
+        raise RuntimeError(f"benchmarks failed: {', '.join(failed)}")
+
+
 SECTIONS: list[tuple[str, Callable[[State], None]]] = [
     ("versions", section_versions),
     ("DHA step: autocast / channels_last", section_dha_step),
+    ("ratio benchmarks (issues 3 and 4)", section_benchmarks),
     ("freshly derived model", section_derived),
     ("reference architectures", section_references),
     ("TensorRT engines", section_tensorrt),
