@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -240,6 +241,7 @@ class _Run:
             acc=f"{metrics['step/top1']:.3f}",
             lr=f"{lr:.4f}",
             wd=f"{wd:.2e}",
+            refresh=False,  # shown at the bar's next update, within its mininterval
         )
         if self.main:
             self.sink.log_metrics(metrics, self.global_step)
@@ -342,6 +344,7 @@ def train(
             disable=not (cfg.progress and state.main),
             desc=f"{cfg.mode}[{state.phase_idx}]",
             leave=False,
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,  # a log file: a line per 30 s
         ) as bar:
             while state.epoch < epochs:
                 state.run_epoch(phase, epochs, bar)
