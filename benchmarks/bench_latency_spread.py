@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         missed |= typical > GOAL_PCT
         met = "within" if typical <= GOAL_PCT else "OUTSIDE"
         print(
-            f"{backend}: median spread {typical:.2f}% over {len(spreads)} pairs ({met} the 5% "
-            f"goal); {within} of {len(spreads)} pairs within 5%"
+            f"{backend}: median spread {typical:.2f}% over {len(spreads)} pair(s) ({met} the "
+            f"5% goal); {within} of {len(spreads)} within 5%"
         )
     return 1 if args.strict and missed else 0
 

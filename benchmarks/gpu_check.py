@@ -12,7 +12,8 @@ well under 5 minutes:
    torch eager fp32 / fp16 autocast / channels_last, ONNX Runtime's CUDA provider;
 5. TensorRT engines (fp32, fp16) at batch 1 for all of them, when TensorRT is importable;
 6. the ratio benchmarks of issues 3 and 4 on CUDA (supernet / child step, dha / nas step,
-   on-device DA / PIL RandAugment), each run as its own script.
+   on-device DA / PIL RandAugment) and the latency spread of issue 5 on this machine's
+   CPU, each run as its own script.
 
 Each section is guarded: a failure is printed and the rest still run (exit status 1 then).
 Without CUDA it says so and exits 0; ``--cpu-smoke`` runs every section on the CPU with tiny
@@ -71,7 +72,7 @@ class Settings:
     step_warmup: int
     budget_s: float  # sections that would start after this are skipped
     threads: int | None = None  # CPU threads for torch and ONNX Runtime (None: torch's default)
-    # benchmarks/<script> -> its arguments besides --device
+    # benchmarks/<script> -> its arguments, after ``--device <device>`` (a later one wins)
     benchmarks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     benchmark_timeout_s: float = 120.0
 
@@ -92,6 +93,7 @@ GPU = Settings(
         "bench_supernet_step.py": ("--batch", "64", "--rounds", "5"),
         "bench_dha_step.py": ("--channels", "16", "--layers", "8", "--batch", "64"),
         "bench_augment.py": ("--rounds", "3"),
+        "bench_latency_spread.py": ("--device", "cpu", "--seconds", "5", "--pairs", "2"),
     },
 )
 CPU_SMOKE = Settings(
@@ -111,6 +113,10 @@ CPU_SMOKE = Settings(
         "bench_supernet_step.py": ("--batch", "4", "--rounds", "1"),
         "bench_dha_step.py": ("--batch", "4", "--rounds", "1", "--steps", "1"),
         "bench_augment.py": ("--rounds", "1", "--sizes", "32", "--images", "128", "--batch", "64"),
+        "bench_latency_spread.py": (
+            *("--device", "cpu", "--seconds", "0.2", "--pairs", "1"),
+            *("--resolution", "32", "--num-classes", "10"),
+        ),
     },
     benchmark_timeout_s=300.0,
 )
@@ -284,7 +290,7 @@ def section_benchmarks(state: State) -> None:
 SECTIONS: list[tuple[str, Callable[[State], None]]] = [
     ("versions", section_versions),
     ("DHA step: autocast / channels_last", section_dha_step),
-    ("ratio benchmarks (issues 3 and 4)", section_benchmarks),
+    ("benchmarks (issues 3, 4 and 5)", section_benchmarks),
     ("freshly derived model", section_derived),
     ("reference architectures", section_references),
     ("TensorRT engines", section_tensorrt),

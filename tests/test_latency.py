@@ -163,6 +163,7 @@ def test_gpu_check_cpu_smoke_runs_every_section():
         "(goal <= 1.1)",  # the ratio benchmarks, run as scripts
         "ratio vs nas",
         "torchvision PIL img/s",
+        "onnxruntime: median spread",
         "derived after 2 DHA steps",
         "failed sections: none",
     ):
