@@ -13,8 +13,6 @@ of the within-round ratio. Goal: ours >= 5x at 32 px and 224 px.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -26,6 +24,7 @@ from dha_train.augment import apply_pairs, sample_magnitudes
 from dha_train.data import load_dataset, to_unit_float
 from dha_train.host_memory import retain_freed_memory
 from dha_train.policy import AugmentPolicy
+from dha_train.timing import compare_interleaved
 
 
 class Tensors(Dataset):
@@ -53,16 +52,16 @@ class PilImages(Tensors):
         return tvf.pil_to_tensor(self.augment(self.pil[i % len(self.pil)]))
 
 
-def _rate(
+def _one_pass(
     loader: DataLoader, per_batch: Callable[[torch.Tensor], torch.Tensor], device: torch.device
-) -> float:
-    """Images/s over one pass of ``loader`` (its workers are idle before and after)."""
-    done, start = 0, time.perf_counter()
-    for x in loader:
-        done += per_batch(to_unit_float(x.to(device, non_blocking=True))).shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return done / (time.perf_counter() - start)
+) -> Callable[[], None]:
+    """One pass of ``loader`` through ``per_batch`` (its workers are idle before and after)."""
+
+    def run() -> None:
+        for x in loader:
+            per_batch(to_unit_float(x.to(device, non_blocking=True)))
+
+    return run
 
 
 def main() -> None:
@@ -100,21 +99,21 @@ def main() -> None:
             persistent_workers=args.workers > 0,
             pin_memory=device.type == "cuda",
         )
-        streams = {
-            "ours": (DataLoader(Tensors(images, n), **kw), ours),
-            "theirs": (DataLoader(PilImages(images, n), **kw), lambda x: x),
-        }
-        rates: dict[str, list[float]] = {"ours": [], "theirs": []}
-        for r in range(args.rounds + 1):  # round 0 starts the workers and warms up
-            for name, (loader, per_batch) in streams.items():
-                rate = _rate(loader, per_batch, device)
-                if r:
-                    rates[name].append(rate)
-        ratio = statistics.median(
-            a / b for a, b in zip(rates["ours"], rates["theirs"], strict=True)
+        ours_loader = DataLoader(Tensors(images, n), **kw)
+        theirs_loader = DataLoader(PilImages(images, n), **kw)
+        timed = compare_interleaved(
+            {
+                "ours": _one_pass(ours_loader, ours, device),
+                "theirs": _one_pass(theirs_loader, lambda x: x, device),
+            },
+            baseline="ours",
+            device=device,
+            rounds=args.rounds,
+            iters=1,
+            warmup=1,  # starts the workers
         )
-        ours_rate, theirs_rate = (statistics.median(rates[k]) for k in ("ours", "theirs"))
-        print(f"{size:>5} {ours_rate:>12.0f} {theirs_rate:>22.0f} {ratio:>6.1f}x")
+        (ours_ms, _), (theirs_ms, ratio) = timed["ours"], timed["theirs"]  # theirs / ours time
+        print(f"{size:>5} {n / ours_ms * 1e3:>12.0f} {n / theirs_ms * 1e3:>22.0f} {ratio:>6.1f}x")
 
 
 if __name__ == "__main__":

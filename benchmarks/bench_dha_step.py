@@ -14,8 +14,7 @@ implies 1.39x for dha/nas; the goal here is at most 1.15x (with ``next``).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from types import SimpleNamespace
 
 import torch
@@ -24,6 +23,7 @@ from dha_train.host_memory import retain_freed_memory
 from dha_train.modes import MODES
 from dha_train.phase import build_phase
 from dha_train.spaces.base import SpaceConfig
+from dha_train.timing import compare_interleaved
 from dha_train.train_config import TrainConfig
 from dha_train.train_step import PhaseTimer, train_step
 
@@ -87,17 +87,20 @@ def main() -> None:
         runs[name].parts.search.recover_every = 10**9
         timers[name] = PhaseTimer(device)
     x, y = images[: args.batch].to(device), labels[: args.batch].to(device)
-    per_round: dict[str, list[float]] = {name: [] for name in settings}
-    for r in range(args.rounds + 1):  # round 0 warms up
-        for name, run in runs.items():
-            timer = timers[name] if r else PhaseTimer(device)
-            start = time.perf_counter()
-            for _ in range(args.steps if r else 2):
-                train_step(run.parts, x, y, timer)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if r:
-                per_round[name].append(time.perf_counter() - start)
+    for run in runs.values():  # warm-up, outside the phase timers
+        for _ in range(2):
+            train_step(run.parts, x, y)
+    timed = compare_interleaved(
+        {
+            name: functools.partial(train_step, run.parts, x, y, timers[name])
+            for name, run in runs.items()
+        },
+        baseline="nas",
+        device=device,
+        rounds=args.rounds,
+        iters=args.steps,
+        warmup=0,
+    )
     steps = args.steps * args.rounds
     print(
         f"device={device} space={args.space} batch={args.batch} res={args.resolution} "
@@ -107,13 +110,8 @@ def main() -> None:
     for phase in PHASES:
         row = [timers[name].seconds.get(phase, 0.0) / steps * 1e3 for name in settings]
         print(f"{phase:<16}" + "".join(f"{v:>15.1f}" for v in row))
-    total = {name: sum(times) / steps * 1e3 for name, times in per_round.items()}
-    print(f"{'total':<16}" + "".join(f"{total[s]:>15.1f}" for s in settings))
-    ratios = {
-        name: statistics.median(t / b for t, b in zip(times, per_round["nas"], strict=True))
-        for name, times in per_round.items()
-    }
-    print(f"{'ratio vs nas':<16}" + "".join(f"{ratios[s]:>15.2f}" for s in settings))
+    print(f"{'total':<16}" + "".join(f"{timed[s][0]:>15.1f}" for s in settings))
+    print(f"{'ratio vs nas':<16}" + "".join(f"{timed[s][1]:>15.2f}" for s in settings))
 
 
 if __name__ == "__main__":

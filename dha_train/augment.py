@@ -5,7 +5,7 @@ of operations and its own magnitudes; the pair is applied as two stages (first o
 sample, then second op of every sample). Each stage reorders the batch so that the samples
 of one operation are contiguous (one gather), runs each operation in place on its slice with
 per-sample factors, and runs the geometric operations, placed last, as one batched
-``grid_sample`` with per-sample matrices; one scatter at the end restores the batch order.
+``grid_sample`` with per-sample matrices; one gather at the end restores the batch order.
 
 Magnitudes are drawn uniformly from ``[0, 10]`` (paper) and mapped to each operation's range
 as torchvision's ``RandAugment`` does (``_augmentation_space`` with 11 bins, read here as a

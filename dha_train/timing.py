@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["TimingStats", "time_callable", "compare_interleaved"]
+__all__ = ["TimingStats", "synchronize", "time_callable", "compare_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[index]
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _drift_pct(samples: list[float], chunks: int = 10) -> float:
     if len(samples) < 5 * chunks:
         return 0.0
@@ -66,8 +72,7 @@ def time_callable(
     cuda = device.type == "cuda"
     for _ in range(warmup):
         fn()
-    if cuda:
-        torch.cuda.synchronize(device)
+    synchronize(device)
     samples: list[float] = []
     deadline = time.perf_counter() + max_seconds
     while len(samples) < max_iters and (len(samples) < min_iters or time.perf_counter() < deadline):
@@ -94,11 +99,6 @@ def time_callable(
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def compare_interleaved(
     fns: Mapping[str, Callable[[], object]],
     *,
@@ -117,14 +117,14 @@ def compare_interleaved(
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    _sync(device)
+    synchronize(device)
     per_round: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             start = time.perf_counter()
             for _ in range(iters):
                 fn()
-            _sync(device)
+            synchronize(device)
             per_round[name].append((time.perf_counter() - start) * 1e3 / iters)
     base = per_round[baseline]
     return {

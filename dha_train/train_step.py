@@ -19,6 +19,7 @@ Eq. 4's second mini-batch (``hpo_batch``):
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from .augment import apply_pairs, sample_magnitudes, standard_augment
 from .hpo import HyperSGD
 from .policy import AugmentPolicy
 from .spaces.base import Selection
+from .timing import synchronize
 
 __all__ = ["StepParts", "StepOutput", "PhaseTimer", "train_step", "forward_logits"]
 
@@ -50,14 +52,10 @@ class PhaseTimer:
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        import time
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 

@@ -122,10 +122,15 @@ class _Run:
         self.check_finite()
         assert self.run is not None
         sync_buffers_(self.run.net)  # BN running statistics: the mean over ranks
-        totals = self.accum.clone()
-        all_reduce_([totals], "sum")
+        totals = self.accum_over_ranks()
         if self.main:
             save_checkpoint(self.state(totals), self.workdir)
+
+    def accum_over_ranks(self) -> torch.Tensor:
+        """The epoch's running (loss sum, correct, samples), summed over every rank."""
+        totals = self.accum.clone()
+        all_reduce_([totals], "sum")
+        return totals
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt["mode"] != self.cfg.mode:
@@ -249,9 +254,7 @@ class _Run:
     def end_epoch(self, phase: Phase, epochs: int) -> None:
         self.check_finite()
         assert self.run is not None
-        totals = self.accum.clone()
-        all_reduce_([totals], "sum")
-        loss_sum, correct, n = totals.tolist()
+        loss_sum, correct, n = self.accum_over_ranks().tolist()
         sync_buffers_(self.run.net)
         val = evaluate(
             self.run.eval_forward(),
