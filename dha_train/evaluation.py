@@ -79,7 +79,8 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 of ``forward`` (``[0, 1]`` images -> logits), no augmentation.
+    """Loss, top-1 and top-5 (percent, the project's one accuracy convention) of ``forward``
+    (``[0, 1]`` images -> logits), no augmentation.
 
     With ``world_size > 1`` (every rank calls it) each rank evaluates every
     ``world_size``-th sample and the sums are all-reduced: the same figures as one process.
@@ -106,7 +107,7 @@ def evaluate(
         loss, top1, top5, total = totals.tolist()
         n = int(total)
     n = max(n, 1)
-    return {"loss": loss / n, "top1": top1 / n, "top5": top5 / n}
+    return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
 
 
 def op_shares(supernet: Supernet, selection: Selection) -> dict[str, float]:

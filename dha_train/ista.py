@@ -22,6 +22,7 @@ __all__ = [
     "ista",
     "lasso",
     "top_k_support",
+    "eq7_alpha",
     "eq7_weights",
 ]
 
@@ -99,20 +100,25 @@ def top_k_support(
     return tuple(out)
 
 
-def eq7_weights(a: Tensor, b: Tensor, x: Tensor, support: Sequence[Sequence[int]]) -> list[Tensor]:
-    """Eq. 7: alpha_S = A_S^T b - E_S^T x with E = A^T A - I and x held constant.
+def eq7_alpha(a: Tensor, b: Tensor, x: Tensor) -> Tensor:
+    """Eq. 7 for every candidate: alpha = A^T b - E^T x with E = A^T A - I and x held constant.
 
     ``a`` (U, m, n) and ``x`` (U, n) are constants on b's device; ``b`` (U, m) carries the
-    gradient, so dL/db_u = A_{u,S} dL/dalpha_S. Returns one tensor of len(support[u]) per unit.
+    gradient, so dL/db_u = A_u dL/dalpha_u. At the LASSO solution of a noise-free b = A x this
+    returns x itself. Returns (U, n); padded candidates (zero columns of A) get alpha = x = 0.
+    This is the one place Eq. 7 is written: the forward weights (:func:`eq7_weights`) and the
+    search's expected cost both use it.
     """
-    index = torch.tensor([list(s) for s in support], device=a.device)  # (U, k)
-    a_s = torch.gather(a, 2, index.unsqueeze(1).expand(-1, a.shape[1], -1))  # (U, m, k)
     x = x.detach()
-    # E_S^T x = A_S^T (A x) - x_S
-    correction = torch.einsum("umk,um->uk", a_s, torch.bmm(a, x.unsqueeze(2)).squeeze(2))
-    correction = correction - torch.gather(x, 1, index)
-    alpha = torch.einsum("umk,um->uk", a_s, b) - correction
-    return list(alpha.unbind(0))
+    correction = torch.bmm(a.transpose(1, 2), torch.bmm(a, x.unsqueeze(2))).squeeze(2) - x
+    return torch.bmm(a.transpose(1, 2), b.unsqueeze(2)).squeeze(2) - correction
+
+
+def eq7_weights(a: Tensor, b: Tensor, x: Tensor, support: Sequence[Sequence[int]]) -> list[Tensor]:
+    """:func:`eq7_alpha` restricted to each unit's support (alpha_S of Eq. 7): one tensor of
+    len(support[u]) per unit, differentiable in b."""
+    index = torch.tensor([list(s) for s in support], device=a.device)  # (U, k)
+    return list(torch.gather(eq7_alpha(a, b, x), 1, index).unbind(0))
 
 
 def lasso(

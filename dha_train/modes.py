@@ -38,6 +38,9 @@ MODES: dict[str, tuple[Phase, ...]] = {
     "sequential_da": (_NAS, Phase(False, True, False, fresh_from_search=True)),
     "sequential_hpo": (_NAS, Phase(False, False, True, fresh_from_search=True)),
     "baseline": (Phase(search=False, learn_da=False, learn_hp=False),),
+    # DA and HPO on a fixed architecture (TrainConfig.architecture, else the space's baseline):
+    # the study's "random" row trains a random budget-feasible child this way
+    "da_hpo": (Phase(search=False, learn_da=True, learn_hp=True),),
 }
 
 

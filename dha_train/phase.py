@@ -9,34 +9,46 @@ import torch
 from torch import Tensor, nn
 
 from . import spaces
+from .budgets import Budget, CostModel
 from .data import to_unit_float
 from .distributed import GradSync, broadcast_object
 from .evaluation import op_shares
 from .hpo import HyperBounds, HyperSGD
 from .modes import Phase
 from .policy import AugmentPolicy
+from .search import ArchitectureSearch
 from .spaces.arch import Architecture
 from .spaces.base import Selection, Supernet
 from .spaces.named import baseline_architecture
+from .train_config import TrainConfig
 from .train_step import StepOutput, StepParts, forward_logits, train_step
 
 __all__ = ["PhaseRun", "build_phase", "make_search"]
 
 
-def make_search(supernet: nn.Module, cfg: Any) -> Any:
-    """``ArchitectureSearch`` over ``supernet`` with ``cfg.budget`` and its cost model."""
-    from . import budgets, search
-
-    budget = cfg.budget if cfg.budget is not None else budgets.Budget()
+def make_search(supernet: Supernet, cfg: TrainConfig, *, phase_steps: int) -> ArchitectureSearch:
+    """``ArchitectureSearch`` over ``supernet`` with ``cfg.budget`` and its cost model; the
+    warm-up is ``cfg.warmup_fraction`` of the ``phase_steps`` steps of the search phase."""
+    budget = cfg.budget if cfg.budget is not None else Budget()
     latency_device = None
     if budget.max_latency_ms is not None:
         latency_device = cfg.latency_device or cfg.device
-    cost_model = budgets.CostModel(cast(Supernet, supernet), latency_device=latency_device)
+    cost_model = CostModel(supernet, latency_device=latency_device)
     if cfg.world_size > 1 and latency_device is not None:  # measured latencies differ per rank
         cost_model.unit_costs, cost_model.fixed = broadcast_object(
             (cost_model.unit_costs, cost_model.fixed)
         )
-    return search.ArchitectureSearch(cast(Supernet, supernet), budget, cost_model, seed=cfg.seed)
+    return ArchitectureSearch(
+        supernet,
+        budget,
+        cost_model,
+        seed=cfg.seed,
+        weighting=cfg.arch_weighting,
+        freeze_rule=cfg.freeze_rule,
+        freeze_window=cfg.freeze_window,
+        freeze_rel_tol=cfg.freeze_rel_tol,
+        warmup_steps=int(cfg.warmup_fraction * phase_steps),
+    )
 
 
 class PhaseRun:
@@ -51,7 +63,7 @@ class PhaseRun:
         return self.parts.net
 
     @property
-    def search(self) -> Any:
+    def search(self) -> ArchitectureSearch | None:
         return self.parts.search
 
     @property
@@ -71,7 +83,7 @@ class PhaseRun:
 
     @torch.no_grad()
     def current_selection(self) -> Selection | None:
-        return None if self.search is None else self.search.sample()
+        return None if self.search is None else self.search.selection()
 
     def op_shares(self) -> dict[str, float]:
         """Share of each operation in the current architecture (empty without a search)."""
@@ -146,17 +158,26 @@ def _separate_sampler(
 
 
 def build_phase(
-    cfg: Any, data: Any, phase: Phase, *, arch: Architecture | None, phase_idx: int
+    cfg: TrainConfig,
+    data: Any,
+    phase: Phase,
+    *,
+    arch: Architecture | None,
+    phase_idx: int,
+    phase_steps: int,
 ) -> PhaseRun:
-    """Fresh parts for ``phase`` (a re-initialised network in every phase)."""
+    """Fresh parts for ``phase`` (a re-initialised network in every phase) of ``phase_steps``
+    training steps (they set the warm-up length and tau's default learning rate)."""
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed * 1009 + phase_idx)  # the same initial weights on every rank
     search = None
     if phase.search:
-        net: nn.Module = spaces.build_supernet(cfg.space)
-        search = make_search(net, cfg)
+        supernet = spaces.build_supernet(cfg.space)
+        search = make_search(supernet, cfg, phase_steps=phase_steps)
+        net: nn.Module = supernet
     else:
-        arch = arch if arch is not None else baseline_architecture(cfg.space)
+        if arch is None:
+            arch = cfg.architecture or baseline_architecture(cfg.space)
         net = spaces.build_network(arch)
     cl = cfg.use_channels_last()
     net = net.to(device)
@@ -184,8 +205,8 @@ def build_phase(
         )
     policy = policy_opt = None
     if phase.learn_da:
-        policy = AugmentPolicy().to(device)
-        policy_opt = torch.optim.Adam(policy.parameters(), lr=cfg.tau_lr)
+        policy = AugmentPolicy(clip=cfg.tau_clip).to(device)
+        policy_opt = torch.optim.Adam(policy.parameters(), lr=cfg.tau_lr_for(phase_steps))
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + cfg.rank + 1)
     hpo_gen = torch.Generator().manual_seed(cfg.seed * 104_729 + cfg.rank + 2)
     shape = (1, 3, 1, 1)

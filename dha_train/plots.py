@@ -6,24 +6,38 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from .augment import OPS
+from .policy import policy_stats
 
 __all__ = ["tau_heatmap", "architecture_evolution", "hyper_trajectories", "log_final_figures"]
 
 
 def tau_heatmap(probs: np.ndarray) -> Figure:
-    """The 14 x 14 matrix p(tau): row = first op, column = second op."""
-    fig = Figure(figsize=(7, 6))
+    """The 14 x 14 matrix p(tau) as multiples of uniform (row = first op, column = second op),
+    on a diverging scale centred on 1 (= 1/196): white is uniform, red more likely, blue less,
+    so a reader sees at once whether the policy learned anything."""
+    ratio = np.asarray(probs, dtype=float) * probs.size
+    stats = policy_stats(torch.as_tensor(probs))
+    spread = max(float(np.abs(np.log(ratio)).max()), 0.05)
+    fig = Figure(figsize=(7.5, 6.5))
     ax = fig.add_subplot()
-    im = ax.imshow(probs, cmap="viridis")
+    norm = LogNorm(vmin=np.exp(-spread), vmax=np.exp(spread))
+    im = ax.imshow(ratio, cmap="RdBu_r", norm=norm)
     ax.set_xticks(range(len(OPS)), OPS, rotation=90, fontsize=7)
     ax.set_yticks(range(len(OPS)), OPS, fontsize=7)
     ax.set_xlabel("second operation")
     ax.set_ylabel("first operation")
-    ax.set_title("p(tau) over ordered pairs")
-    fig.colorbar(im, ax=ax)
+    ax.set_title(
+        f"p(tau) / uniform (1/{probs.size}); KL to uniform {stats['tau_kl_uniform']:.4f} nats, "
+        f"max {stats['tau_max_x_uniform']:.2f}x",
+        fontsize=9,
+    )
+    bar = fig.colorbar(im, ax=ax)
+    bar.set_label("probability as a multiple of uniform (1 = uniform)")
     fig.tight_layout()
     return fig
 

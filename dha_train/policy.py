@@ -6,6 +6,12 @@ Gumbel-max from ``p(tau)`` (one Gumbel vector per sample: the faithful reading o
 n_tr transformations according to tau"; the public code perturbs one matrix per batch).
 Eq. 2, ``L_DA = -sum_k p_k(tau) L_k`` with each per-sample loss ``L_k`` held constant, moves
 probability towards pairs that produce high training loss.
+
+Guard against collapse (a deviation; the paper warns of "augment ambiguity" but gives no tau
+learning rate): after every update the logits are clamped to ``[-clip, clip]``, so no pair can
+be more than ``exp(2 clip)`` times as likely as another; with ``clip = 1`` the likeliest pair
+holds at most 3.7% of the mass (7.2x uniform). Measured on the default digits run without the
+clamp, Adam at lr 1e-1 put p = 0.999 on one pair within ~96 steps.
 """
 
 from __future__ import annotations
@@ -15,15 +21,15 @@ from torch import Tensor, nn
 
 from .augment import NUM_OPS, OPS
 
-__all__ = ["AugmentPolicy"]
+__all__ = ["AugmentPolicy", "policy_stats"]
 
 
 class AugmentPolicy(nn.Module):
     """The DA parameters tau (its only parameter) and the sampling / loss around them."""
 
-    def __init__(self, num_ops: int = NUM_OPS) -> None:
+    def __init__(self, num_ops: int = NUM_OPS, *, clip: float = 1.0) -> None:
         super().__init__()
-        self.num_ops = num_ops
+        self.num_ops, self.clip = num_ops, clip
         # Uniform start: all 196 pairs equally likely.
         self.tau = nn.Parameter(torch.zeros(num_ops, num_ops))
 
@@ -47,10 +53,14 @@ class AugmentPolicy(nn.Module):
         return -(pk * per_sample_loss.detach().to(pk.dtype)).sum()
 
     @torch.no_grad()
-    def entropy(self) -> float:
-        """Entropy of ``p(tau)`` in nats (``log 196`` = 5.278 when uniform)."""
-        p = self.probs().flatten()
-        return float(-(p * torch.log(p.clamp_min(1e-30))).sum())
+    def clamp_(self) -> None:
+        """The collapse guard: tau's logits into ``[-clip, clip]`` (call after each update)."""
+        if self.clip > 0:
+            self.tau.clamp_(-self.clip, self.clip)
+
+    def stats(self) -> dict[str, float]:
+        """:func:`policy_stats` of the current ``p(tau)``."""
+        return policy_stats(self.probs())
 
     @torch.no_grad()
     def top_pairs(self, k: int = 5) -> dict[str, float]:
@@ -61,3 +71,19 @@ class AugmentPolicy(nn.Module):
             f"{OPS[int(i) // self.num_ops]}+{OPS[int(i) % self.num_ops]}": float(v)
             for v, i in zip(values, idx, strict=True)
         }
+
+
+@torch.no_grad()
+def policy_stats(probs: Tensor) -> dict[str, float]:
+    """How far p(tau) is from uniform: KL(p || uniform) in nats, the largest and smallest
+    probability as multiples of uniform (both 1.0 when uniform), and the entropy in nats
+    (``log 196`` = 5.278 when uniform)."""
+    p = probs.detach().flatten().double()
+    n = p.numel()
+    kl = float((p * torch.log(p.clamp_min(1e-300) * n)).sum())
+    return {
+        "tau_kl_uniform": max(kl, 0.0),
+        "tau_max_x_uniform": float(p.max()) * n,
+        "tau_min_x_uniform": float(p.min()) * n,
+        "tau_entropy": float(-(p * torch.log(p.clamp_min(1e-300))).sum()),
+    }

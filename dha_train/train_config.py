@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .hpo import HyperBounds
 from .modes import MODES
+from .options import FREEZE_RULES, WEIGHTINGS
 from .spaces.base import SpaceConfig
 
 __all__ = ["TrainConfig", "HPO_BATCHES"]
@@ -39,14 +40,32 @@ class TrainConfig:
     hyper_lr: float = 1e-4  # beta in Eq. 4
     hpo_batch: str = "next"  # "next" (deviation, cheap) | "separate" (Algorithm 1 line 9)
     grad_clip: float = 5.0
-    # DA policy tau (Eq. 2) and the fixed standard augmentation
-    tau_lr: float = 1e-3
+    # DA policy tau (Eq. 2) and the fixed standard augmentation. The paper gives no tau
+    # learning rate; None = ``tau_travel / steps`` of the phase (Adam moves a logit by at most
+    # about lr per step, so tau can travel ~tau_travel nats in any run length), and tau_clip
+    # bounds the logits (the guard against collapse, see policy.py).
+    tau_lr: float | None = None
+    tau_travel: float = 5.0
+    tau_clip: float = 1.0
     hflip: bool = True
     # architecture parameters b (ISTA-NAS one-stage settings)
     arch_lr: float = 3e-4
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_wd: float = 1e-3
+    # forward weights of the selected ops (search.forward_weights): "l1" | "alpha" (paper)
+    arch_weighting: str = "l1"
+    # weight-only warm-up on uniformly random paths, as a fraction of a search phase's steps
+    warmup_fraction: float = 0.2
+    # freezing (search.py): "window" (alpha's relative movement over freeze_window steps, and
+    # only once validation top-1 is above chance by freeze_margin of the way to 100%) or
+    # "ista" (ISTA-NAS: ||x_new - x_last_epoch|| <= 1e-3 per epoch)
+    freeze_rule: str = "window"
+    freeze_window: int = 50
+    freeze_rel_tol: float = 0.05
+    freeze_margin: float = 0.25
     budget: Any = None  # budgets.Budget; None = unbounded
+    # the network of phases that do not search and follow no search (None = the baseline)
+    architecture: Any = None  # spaces.arch.Architecture
     latency_device: str | None = None  # where a latency budget is measured (None = device)
     sequential_search_fraction: float = 0.5
     # Units still moving after this fraction of a search phase's epochs freeze at their current
@@ -80,7 +99,35 @@ class TrainConfig:
             )
         if not 0.0 < self.freeze_by <= 1.0:
             raise ConfigError(f"freeze_by={self.freeze_by}; expected a fraction in (0, 1]")
+        for name in ("warmup_fraction", "freeze_margin"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected a fraction in [0, 1)")
+        if self.warmup_fraction >= self.freeze_by:
+            raise ConfigError(
+                f"warmup_fraction={self.warmup_fraction} is not below freeze_by="
+                f"{self.freeze_by}: the search would have no steps; lower the warm-up"
+            )
+        check_choice(self.freeze_rule, FREEZE_RULES, "freeze_rule")
+        check_choice(self.arch_weighting, WEIGHTINGS, "arch_weighting")
+        if self.freeze_window < 1 or self.freeze_rel_tol <= 0:
+            raise ConfigError(
+                f"freeze_window={self.freeze_window}, freeze_rel_tol={self.freeze_rel_tol}; "
+                "expected a window of >= 1 step and a positive tolerance"
+            )
+        for name in ("tau_lr", "hyper_lr"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name}={value}; expected a learning rate >= 0")
+        if self.tau_travel <= 0 or self.tau_clip < 0:
+            raise ConfigError(
+                f"tau_travel={self.tau_travel}, tau_clip={self.tau_clip}; expected tau_travel "
+                "> 0 and tau_clip >= 0 (0 = no clamp)"
+            )
         HyperBounds(lr=self.lr_bounds, wd=self.wd_bounds).check(self.lr, self.wd)
+
+    def tau_lr_for(self, steps: int) -> float:
+        """tau's Adam learning rate in a phase of ``steps`` steps (``tau_lr`` if set)."""
+        return self.tau_lr if self.tau_lr is not None else self.tau_travel / max(1, steps)
 
     def use_amp(self) -> bool:
         return torch.device(self.device).type == "cuda" if self.amp is None else self.amp

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .augment import apply_pairs, sample_magnitudes, standard_augment
 from .hpo import HyperSGD
 from .policy import AugmentPolicy
+from .search import ArchitectureSearch
 from .spaces.base import Selection
 from .timing import synchronize
 
@@ -68,7 +69,7 @@ class StepParts:
     generator: torch.Generator  # this rank's DA stream
     mean: Tensor  # (1, 3, 1, 1) on the device
     std: Tensor
-    search: Any = None  # search.ArchitectureSearch
+    search: ArchitectureSearch | None = None
     arch_opt: torch.optim.Optimizer | None = None
     policy: AugmentPolicy | None = None
     policy_opt: torch.optim.Optimizer | None = None
@@ -134,9 +135,12 @@ def _detached(selection: Selection | None) -> Selection | None:
 def train_step(parts: StepParts, x: Tensor, y: Tensor, timer: Timer = _no_timer) -> StepOutput:
     """One step of Algorithm 1 restricted to the parts present in ``parts``."""
     xa, pairs = _augment(parts, x, timer)
-    searching = parts.search is not None and not parts.search.all_frozen
     with timer("forward"):
         selection = parts.search.sample() if parts.search is not None else None
+        # b trains once the warm-up is over and while some unit is still searched
+        searching = (
+            parts.search is not None and not parts.search.all_frozen and not parts.search.in_warmup
+        )
         logits = forward_logits(parts, xa, selection)
         per_sample = F.cross_entropy(logits, y, reduction="none")
         loss = per_sample.mean()
@@ -148,6 +152,7 @@ def train_step(parts: StepParts, x: Tensor, y: Tensor, timer: Timer = _no_timer)
             if parts.sync is not None:  # Eq. 2 sums over the samples of every rank
                 parts.sync.sum_(list(parts.policy.parameters()))
             parts.policy_opt.step()
+            parts.policy.clamp_()
     with timer("backward"):
         parts.weights_opt.zero_grad()
         if parts.arch_opt is not None:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .data import to_unit_float
 from .distributed import all_reduce_, broadcast_object, rank_seed, sync_buffers_
+from .epoch_report import NOT_METRICS, epoch_line, jsonable
 from .errors import ConfigError, UserError
 from .evaluation import EpochBatches, evaluate, seed_everything
 from .modes import Phase, mode_phases
@@ -177,7 +178,15 @@ class _Run:
         arch = None
         if phase.fresh_from_search and self.searched is not None:
             arch = architecture_from_dict(self.searched)
-        self.run = build_phase(self.cfg, self.data, phase, arch=arch, phase_idx=self.phase_idx)
+        _, epochs = self.phases[self.phase_idx]
+        self.run = build_phase(
+            self.cfg,
+            self.data,
+            phase,
+            arch=arch,
+            phase_idx=self.phase_idx,
+            phase_steps=epochs * self.steps_per_epoch(),
+        )
 
     def steps_per_epoch(self) -> int:
         n = len(EpochBatches(len(self.data.train), self.cfg.batch_size, 0, 0, self.cfg))
@@ -240,10 +249,11 @@ class _Run:
         lr, wd = self.run.eta()
         self.lr_traj.append((self.global_step, lr))
         self.wd_traj.append((self.global_step, wd))
-        metrics = {"step/loss": float(loss), "step/top1": float(correct) / n, "lr": lr, "wd": wd}
+        metrics = {"step/loss": float(loss), "step/top1": 100.0 * float(correct) / n}
+        metrics.update(lr=lr, wd=wd)
         bar.set_postfix(
             loss=f"{metrics['step/loss']:.3f}",
-            acc=f"{metrics['step/top1']:.3f}",
+            top1=f"{metrics['step/top1']:.1f}%",
             lr=f"{lr:.4f}",
             wd=f"{wd:.2e}",
             refresh=False,  # shown at the bar's next update, within its mininterval
@@ -271,7 +281,7 @@ class _Run:
             "epoch": len(self.history) + 1,
             "step": self.global_step,
             "train_loss": loss_sum / max(n, 1),
-            "train_top1": correct / max(n, 1),
+            "train_top1": 100.0 * correct / max(n, 1),
             "val_loss": val["loss"],
             "val_top1": val["top1"],
             "val_top5": val["top5"],
@@ -279,35 +289,60 @@ class _Run:
             "wd": wd,
         }
         if self.run.policy is not None:
-            record["tau_entropy"] = self.run.policy.entropy()
+            record.update(self.run.policy.stats())
+            record["tau_top5"] = self.run.policy.top_pairs(5)
         if self.run.search is not None:
-            self.run.search.end_epoch()
-            if self.epoch + 1 >= math.ceil(self.cfg.freeze_by * epochs):
-                self.run.search.freeze_all()
+            self.freeze_units(record, epochs)
             record["frozen_units"] = self.run.frozen_units()
             record["op_shares"] = self.run.op_shares()
         self.history.append(record)
         if self.main:
             self.sink.log_metrics(
-                {k: float(v) for k, v in record.items() if isinstance(v, int | float)},
+                {k: float(v) for k, v in record.items() if k not in NOT_METRICS
+                 and isinstance(v, int | float)},
                 self.global_step,
-            )
+            )  # fmt: skip
             if self.run.policy is not None:
-                self.sink.log_dict(
-                    self.run.policy.top_pairs(5), f"tau_top5/epoch_{len(self.history):03d}.json"
-                )
+                self.sink.log_dict(record["tau_top5"], f"tau_top5/epoch_{record['epoch']:03d}.json")
             if self.run.search is not None:
                 arch = self.run.search.current_architecture()
                 self.sink.log_dict(
                     arch.to_dict(), f"architecture/epoch_{len(self.history):03d}.json"
                 )
-        log.info(
-            "epoch %d: %s", len(self.history), {k: v for k, v in record.items() if k != "op_shares"}
-        )
+        log.info("%s", epoch_line(record))
         self.accum.zero_()
         self.epoch += 1
         self.step_in_epoch = 0
         self.save()
+
+    def freeze_units(self, record: dict[str, Any], epochs: int) -> None:
+        """Freeze the units that settled (the window rule only once validation top-1 is clearly
+        above chance) and, at the deadline ``freeze_by``, the rest; each freeze is recorded
+        with its step, epoch, validation top-1 and reason."""
+        search = self.run.search if self.run is not None else None
+        assert search is not None
+        chance = 100.0 / self.data.num_classes
+        gate = chance + self.cfg.freeze_margin * (100.0 - chance)
+        events: list[dict[str, Any]] = []
+
+        def note(units: list[int], reason: str) -> None:
+            if not units:
+                return
+            events.append(
+                {"units": units, "reason": reason, "step": self.global_step,
+                 "epoch": record["epoch"], "val_top1": record["val_top1"]}
+            )  # fmt: skip
+            log.info(
+                "froze units %s (%s) at step %d, epoch %d, validation top-1 %.1f%% (gate "
+                "%.1f%%): %d/%d frozen",
+                units, reason, self.global_step, record["epoch"], record["val_top1"], gate,
+                search.num_frozen, len(search.frozen),
+            )  # fmt: skip
+
+        note(search.end_epoch(allow_freeze=record["val_top1"] >= gate), self.cfg.freeze_rule)
+        if self.epoch + 1 >= math.ceil(self.cfg.freeze_by * epochs):
+            note(search.freeze_all(), "deadline")
+        record["freeze_events"] = events
 
     def finish_phase(self) -> None:
         assert self.run is not None
@@ -375,8 +410,11 @@ def _finish(state: _Run) -> TrainResult:
     if state.main:
         state.sink.log_metrics({f"test_{k}": v for k, v in test.items()}, state.global_step)
         state.sink.log_dict(arch.to_dict(), "architecture.json")
+        freezes = [e for h in state.history for e in h.get("freeze_events", [])]
+        if freezes:
+            state.sink.log_dict({"events": freezes}, "freeze_events.json")
         state.sink.log_dict(
-            {"history": state.history, "config": _jsonable(asdict(cfg))}, "history.json"
+            {"history": state.history, "config": jsonable(asdict(cfg))}, "history.json"
         )
         log_final_figures(
             state.sink,
@@ -394,11 +432,3 @@ def _finish(state: _Run) -> TrainResult:
         wd_trajectory=state.wd_traj,
         tau_probs=probs.tolist() if probs is not None else None,
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value if isinstance(value, int | float | str | bool | type(None)) else str(value)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dha_train.errors import ConfigError, check_choice
+from dha_train.modes import MODES
+from dha_train.options import FREEZE_RULES, WEIGHTINGS
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 
@@ -122,16 +124,38 @@ PARAMS: dict[str, Param] = {
             minimum=0,
         ),
         # method
-        _p(
-            "mode",
-            str,
-            "dha",
-            "what is searched jointly (paper Table 3)",
-            ["dha", "sequential", "nas", "nas_da", "nas_hpo", "baseline"],
-        ),
+        _p("mode", str, "dha", "what is searched jointly (paper Table 3)", list(MODES)),
         _p("epochs", int, 0, "training epochs; 0 = default (digits 15, others 50)", minimum=0),
         _p("batch_size", int, 64, "training mini-batch (per process)", minimum=2),
         _p("seed", int, 0, "random seed (data split, initialisation, sampling)", minimum=0),
+        # search settings (TrainConfig; the paper gives none of these values)
+        _p(
+            "tau_lr",
+            float,
+            0.0,
+            "Adam learning rate of the DA policy tau; 0 = 5 / (steps of the phase)",
+            minimum=0,
+        ),
+        _p("hyper_lr", float, 1e-4, "beta of Eq. 4: learning rate of lr and wd", minimum=0),
+        _p("lr_min", float, 1e-3, "lower bound of the searched learning rate", minimum=0),
+        _p("lr_max", float, 0.1, "upper bound of the searched learning rate", minimum=0),
+        _p("wd_min", float, 0.0, "lower bound of the searched weight decay", minimum=0),
+        _p("wd_max", float, 1e-2, "upper bound of the searched weight decay", minimum=0),
+        _p(
+            "freeze_rule",
+            str,
+            "window",
+            "when a unit's architecture is fixed: window = alpha moved < 5% over 50 steps once "
+            "validation top-1 is clearly above chance; ista = ISTA-NAS's per-epoch rule",
+            FREEZE_RULES,
+        ),
+        _p(
+            "arch_weighting",
+            str,
+            "l1",
+            "forward weights of selected ops: l1 = |alpha|/||alpha||_1, alpha = paper's |alpha|",
+            WEIGHTINGS,
+        ),
         _p("nproc", int, 1, "processes for search_train (torchrun, one per GPU)", minimum=1),
         # budgets (Eq. 1)
         _p(
@@ -187,14 +211,17 @@ PARAMS: dict[str, Param] = {
 _DATA = ["dataset", "data_dir", "resolution", "workers", "seed"]
 _SPACE = ["space", "width_mult", "init_channels", "layers"]
 _BUDGET = ["max_flops_m", "max_params_m", "max_latency_ms", "target_device"]
+_SEARCH = ["tau_lr", "hyper_lr", "lr_min", "lr_max", "wd_min", "wd_max", "freeze_rule"]
+_SEARCH += ["arch_weighting"]
 
 STEP_PARAMS: dict[str, list[str]] = {
     "main": _DATA
     + _SPACE
     + ["mode", "epochs", "batch_size", "nproc"]
+    + _SEARCH
     + _BUDGET
     + ["formats", "precision", "model_name", "references", "reuse"],
-    "search_train": _DATA + _SPACE + ["mode", "epochs", "batch_size", "nproc"] + _BUDGET,
+    "search_train": _DATA + _SPACE + ["mode", "epochs", "batch_size", "nproc"] + _SEARCH + _BUDGET,
     "derive": ["search_run_id", "workers", "target_device"],
     "measure": ["derive_run_id", "target_device", "references", "batch_size"],
     "export": ["derive_run_id", "formats", "precision", "target_device"],

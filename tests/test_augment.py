@@ -121,3 +121,18 @@ def test_standard_augment_is_a_zero_padded_crop_or_flip() -> None:
                     if torch.equal(padded[:, dy : dy + 16, dx : dx + 16], out[i]):
                         found = True
         assert found, i
+
+
+def test_magnitudes_are_uniform_on_0_10_and_signs_fair() -> None:
+    """Sec. 3.1: every op's magnitude is drawn from U[0, 10]; signed ops flip with p = 1/2."""
+    from scipy.stats import kstest
+
+    mags, signs = sample_magnitudes(4000, torch.Generator().manual_seed(0))
+    assert mags.shape == signs.shape == (4000, 2)
+    flat = mags.flatten().numpy()
+    assert kstest(flat / 10.0, "uniform").pvalue > 0.01
+    assert flat.min() >= 0.0 and flat.max() <= 10.0
+    assert set(signs.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float((signs > 0).float().mean()) - 0.5) < 0.03
+    # first and second op of a pair draw independently
+    assert abs(float(torch.corrcoef(mags.T)[0, 1])) < 0.05

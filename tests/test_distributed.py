@@ -202,4 +202,4 @@ def test_stop_on_two_ranks_resume_on_one(tmp_path: Path) -> None:
     assert result.history[-1]["step"] == 28 + 4 + 40
     losses = [h["train_loss"] for h in result.history]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
-    assert result.test["top1"] > 0.2, result.test  # chance is 0.1
+    assert result.test["top1"] > 20.0, result.test  # percent; chance is 10%

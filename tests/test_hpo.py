@@ -128,3 +128,23 @@ def test_initial_value_outside_bounds_is_a_user_error() -> None:
             weight_decay=0.0,
             bounds=HyperBounds(lr=(0.01, 0.2), wd=(0.0, 1e-3)),
         )
+
+
+@pytest.mark.parametrize("learned", ["lr", "wd"])
+def test_one_hyper_step_lowers_the_loss_on_the_second_batch(learned: str) -> None:
+    """The sign of Eq. 4: redoing the step with the updated eta lowers L(theta_{t+1}) on the
+    second mini-batch (each of lr and wd alone, the other held by its bounds)."""
+    net, data = _setup()
+    lr, wd = 0.1, 5e-3
+    loss_before, opt, stepped = _two_steps(net, data, lr, wd)
+    opt.bounds = HyperBounds(
+        lr=(0.0, 1.0) if learned == "lr" else (lr, lr),
+        wd=(0.0, 1.0) if learned == "wd" else (wd, wd),
+    )
+    opt.hyper_lr = 1e-2 if learned == "lr" else 1e2  # wd's hypergradient is ~1e4 times smaller
+    loss2 = nn.functional.cross_entropy(stepped(data[2]), data[3])
+    opt.hyper_step(list(torch.autograd.grad(loss2, list(stepped.parameters()))))
+    new_lr, new_wd = float(opt.lr), float(opt.wd)
+    assert (new_lr != lr) == (learned == "lr") and (new_wd != wd) == (learned == "wd")
+    loss_after, _, _ = _two_steps(net, data, new_lr, new_wd)
+    assert loss_after < loss_before - 1e-9, (learned, loss_before, loss_after)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from dha_train.ista import eq7_weights, ista, lasso, measurement_matrices, top_k_support
+from dha_train.ista import (
+    eq7_alpha,
+    eq7_weights,
+    ista,
+    lasso,
+    measurement_matrices,
+    top_k_support,
+)
 
 
 def _sparse(units: int, n: int, k: int, gen: torch.Generator, *, signed: bool) -> torch.Tensor:
@@ -92,3 +99,29 @@ def test_eq7_gradient_matches_finite_differences() -> None:
     w0 = torch.stack(eq7_weights(a, b, x, support))
     xs = torch.stack([x[u, list(s)] for u, s in enumerate(support)])
     assert torch.allclose(w0, xs, atol=1e-3)
+
+
+def test_eq7_alpha_is_x_at_the_lasso_solution_and_linear_in_b() -> None:
+    """Eq. 7 checked against its definition, not against itself: at the LASSO solution of a
+    noise-free b = A x*, alpha = A^T b - (A^T A - I) x equals x up to lambda (the KKT
+    condition A^T (b - A x) = lambda * subgradient), and d alpha / d b = A^T exactly."""
+    sizes = [14, 21, 28]
+    a, rows = measurement_matrices(sizes, seed=3)
+    a = a.double()
+    gen = torch.Generator().manual_seed(5)
+    x_true = torch.zeros(3, a.shape[2], dtype=torch.float64)
+    for u, n in enumerate(sizes):
+        x_true[u, torch.randperm(n, generator=gen)[:2]] = torch.rand(2, generator=gen) + 0.5
+    b = torch.bmm(a, x_true.unsqueeze(2)).squeeze(2)
+    lam = 1e-5
+    x = lasso(a, b, lam=lam)
+    alpha = eq7_alpha(a, b, x)
+    assert (alpha - x).abs().max() <= lam + 1e-8
+    assert (alpha - x_true).abs().max() < 1e-3
+    jac = torch.autograd.functional.jacobian(lambda bb: eq7_alpha(a, bb, x), b)  # (U,n,U,m)
+    for u in range(3):
+        torch.testing.assert_close(jac[u, :, u, :], a[u].T, rtol=0, atol=1e-12)
+    # eq7_weights is the same alpha restricted to the support
+    support = top_k_support(x, sizes, [2, 2, 2])
+    for u, w in enumerate(eq7_weights(a, b, x, support)):
+        torch.testing.assert_close(w, alpha[u, list(support[u])])

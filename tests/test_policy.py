@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import chisquare
 
-from dha_train.policy import AugmentPolicy
+from dha_train.policy import AugmentPolicy, policy_stats
 
 
 def test_uniform_start_and_entropy() -> None:
@@ -16,7 +17,8 @@ def test_uniform_start_and_entropy() -> None:
     p = policy.probs()
     assert p.shape == (14, 14)
     torch.testing.assert_close(p.sum(), torch.tensor(1.0))
-    assert abs(policy.entropy() - math.log(196)) < 1e-5
+    stats = policy.stats()
+    assert abs(stats["tau_entropy"] - math.log(196)) < 1e-5 and stats["tau_kl_uniform"] < 1e-9
     assert len(policy.top_pairs(5)) == 5
 
 
@@ -67,3 +69,37 @@ def test_eq2_update_raises_probability_of_high_loss_pair() -> None:
         onehot[k] = 1.0
         grad += -lk * p[k] * (onehot - p)
     torch.testing.assert_close(policy.tau.grad.flatten(), grad)
+
+
+def test_collapse_guard_bounds_the_likeliest_pair() -> None:
+    """With the clamp, Eq. 2 pushing one pair for many steps leaves it <= exp(2 clip) times as
+    likely as any other; without the clamp (clip = 0) the same updates collapse p(tau)."""
+    pairs = torch.tensor([[2, 3]] * 8 + [[5, 7]] * 8)
+    losses = torch.tensor([3.0] * 8 + [0.5] * 8)
+    result = {}
+    for clip in (1.0, 0.0):
+        policy = AugmentPolicy(clip=clip)
+        opt = torch.optim.Adam(policy.parameters(), lr=0.1)
+        for _ in range(200):
+            opt.zero_grad()
+            policy.loss(pairs, losses).backward()
+            opt.step()
+            policy.clamp_()
+        result[clip] = policy.stats()
+    bounded = result[1.0]
+    assert bounded["tau_max_x_uniform"] / bounded["tau_min_x_uniform"] <= math.exp(2.0) + 1e-6
+    assert bounded["tau_max_x_uniform"] * 1 / 196 < 0.10  # no pair above 10% of the mass
+    assert bounded["tau_kl_uniform"] > 1e-3  # and it did move
+    assert result[0.0]["tau_max_x_uniform"] / 196 > 0.5  # unguarded: one pair takes over
+
+
+def test_policy_stats_against_a_hand_computed_distribution() -> None:
+    p = torch.full((14, 14), 1.0 / 392)
+    p[0, 0] += 0.5 - 1.0 / 392  # half the mass on one pair, the rest spread evenly
+    p = p / p.sum()
+    stats = policy_stats(p)
+    flat = p.flatten().double()
+    kl = float((flat * torch.log(flat * 196)).sum())
+    assert stats["tau_kl_uniform"] == pytest.approx(kl, rel=1e-9)
+    assert stats["tau_max_x_uniform"] == pytest.approx(float(flat.max()) * 196)
+    assert stats["tau_min_x_uniform"] == pytest.approx(float(flat.min()) * 196)

@@ -1,4 +1,16 @@
-"""A short real search: every sampled child meets the budget, units freeze, state round-trips."""
+"""A short real search: every sampled child meets the budget, units freeze, state round-trips.
+
+Mutations that the method's tests must catch (each was applied once on 2026-12-01 and made at
+least one test fail; rerun them after changing a guarded equation):
+- Eq. 4 as an ascent, on lr or on wd (hpo.hyper_step)             -> test_hpo
+- tau never updated (train_step skips the policy step)            -> test_trainer (dha KL floor)
+- DA magnitudes constant at 10; DA signs always +                 -> test_augment
+- the soft budget penalty's sign flipped                          -> this module
+- the L1 forward weighting removed (raw alpha forward)            -> this module
+- Eq. 7's correction term with the wrong sign                     -> test_ista
+- tau's collapse guard removed; KL computed as the entropy        -> test_policy
+- the window rule freezing without permission; b trained in warm-up -> this module
+"""
 
 from __future__ import annotations
 
@@ -8,6 +20,7 @@ import torch.nn.functional as F
 
 from dha_train.budgets import Budget, CostModel
 from dha_train.errors import BudgetError
+from dha_train.ista import eq7_weights
 from dha_train.search import ArchitectureSearch
 from dha_train.spaces import build_supernet
 from dha_train.spaces.base import SpaceConfig
@@ -60,27 +73,64 @@ def test_no_sampled_child_breaks_the_budget(space: str) -> None:
     assert model.cost(arch).params_m <= budget.max_params_m
 
 
-def test_units_freeze_fold_and_state_round_trips() -> None:
+def _round_trips(net, model, budget, search: ArchitectureSearch) -> None:
+    state = search.state_dict()
+    again = ArchitectureSearch(net, budget, model, seed=1, freeze_rule=search.freeze_rule)
+    again.load_state_dict(state)
+    assert again.all_frozen and again.frozen_support == search.frozen_support
+    assert again.current_architecture() == search.current_architecture()
+
+
+def test_ista_rule_freezes_settled_units_folds_and_round_trips() -> None:
     net, model, budget = _setup("mobilenet")
-    search = ArchitectureSearch(net, budget, model, seed=1)
+    search = ArchitectureSearch(net, budget, model, seed=1, freeze_rule="ista")
     _train(net, search, 2, lr_b=1e-7)  # b barely moves: every unit's alpha settles
     frozen = search.end_epoch()
     assert frozen and search.num_frozen == len(frozen) and search.all_frozen
     selection = search.sample()
     assert all(w is None for w in selection.weights)
     assert [selection.support[u] for u in range(net.num_units())] == search.frozen_support
-    state = search.state_dict()
-    again = ArchitectureSearch(net, budget, model, seed=1)
-    again.load_state_dict(state)
-    assert again.all_frozen and again.frozen_support == search.frozen_support
-    assert again.current_architecture() == search.current_architecture()
+    _round_trips(net, model, budget, search)
 
 
-def test_units_do_not_freeze_while_alpha_moves() -> None:
+def test_window_rule_needs_a_full_window_and_permission() -> None:
+    net, model, budget = _setup("mobilenet")
+    search = ArchitectureSearch(net, budget, model, seed=1, freeze_window=6, recover_every=2)
+    _train(net, search, 4, lr_b=1e-7)
+    assert search.end_epoch() == []  # settled, but the window is not full yet
+    _train(net, search, 4, lr_b=1e-7)
+    assert search.end_epoch(allow_freeze=False) == [] and search.num_frozen == 0
+    frozen = search.end_epoch()
+    assert frozen == list(range(net.num_units())) and search.all_frozen
+    _round_trips(net, model, budget, search)
+
+
+@pytest.mark.parametrize("rule", ["window", "ista"])
+def test_units_do_not_freeze_while_alpha_moves(rule: str) -> None:
     net, model, budget = _setup("cell")
-    search = ArchitectureSearch(net, budget, model, seed=0, freeze_tol=1e-6)
-    _train(net, search, 3, lr_b=1e-1)
-    assert search.end_epoch() == [] and search.num_frozen == 0
+    search = ArchitectureSearch(
+        net, budget, model, seed=0, freeze_rule=rule, freeze_tol=1e-6, freeze_window=4,
+        recover_every=1,
+    )  # fmt: skip
+    for _ in range(3):
+        _train(net, search, 3, lr_b=1e-1)
+        assert search.end_epoch() == [] and search.num_frozen == 0
+
+
+def test_warmup_samples_random_feasible_paths_and_leaves_b_alone() -> None:
+    net, model, budget = _setup("mobilenet", slack=3.0)
+    search = ArchitectureSearch(net, budget, model, seed=0, warmup_steps=30)
+    first = search.b.detach().clone()
+    supports = _train(net, search, 30, lr_b=3e-2)
+    assert search.in_warmup and torch.equal(first, search.b.detach())
+    assert search.end_epoch() == []  # nothing freezes during the warm-up
+    for support in supports:
+        assert (model.cost_vector(support)[:2] <= budget.limits()[:2] + 1e-12).all()
+    # every layer sees several of its candidates (the search's own support is one fixed op)
+    seen = [len({s[u] for s in supports}) for u in range(net.num_units())]
+    assert min(seen) >= 3, seen
+    _train(net, search, 3, lr_b=3e-2)
+    assert not search.in_warmup and not torch.equal(first, search.b.detach())
 
 
 def test_budget_below_cheapest_fails_before_training() -> None:
@@ -88,3 +138,41 @@ def test_budget_below_cheapest_fails_before_training() -> None:
     cheapest = model.cost(model.cheapest_support())
     with pytest.raises(BudgetError, match="cheapest"):
         ArchitectureSearch(net, Budget(max_flops_m=cheapest.flops_m * 0.5), model, seed=0)
+
+
+def test_budget_penalty_pushes_the_expected_cost_below_the_budget() -> None:
+    """Eq. 1's soft penalty is positive over budget, and descending it lowers E[cost]."""
+    net, model, _ = _setup("cell")
+    cheapest = model.cost(model.cheapest_support())
+    search = ArchitectureSearch(net, Budget(max_params_m=cheapest.params_m * 1.02), model, seed=0)
+    before = float(search.expected_cost()[0])
+    assert before > cheapest.params_m * 1.02 and float(search.penalty()) > 0
+    opt = torch.optim.Adam(search.parameters(), lr=1e-3)
+    for _ in range(20):
+        opt.zero_grad()
+        search.penalty().backward()
+        opt.step()
+    assert float(search.expected_cost()[0]) < before - 1e-4
+
+
+@pytest.mark.parametrize("weighting", ["l1", "alpha"])
+def test_forward_weights_are_eq7_magnitudes_never_negated(weighting: str) -> None:
+    """The weights the selected ops run with: |alpha_S| (paper) or |alpha_S| / ||alpha_S||_1,
+    with alpha_S from Eq. 7; a branch is never negated, even after b changes sign."""
+    net, model, budget = _setup("cell")
+    search = ArchitectureSearch(net, budget, model, seed=0, weighting=weighting)
+    selection = search.sample()
+    x = search._x.float()
+    alpha = eq7_weights(search.A, search.b, x, selection.support)
+    with torch.no_grad():
+        search.b.mul_(-3.0)  # Eq. 7's alpha now has the opposite sign of the recovered x
+    flipped = search.sample()  # same recovery window: the support stays
+    assert flipped.support == selection.support
+    alpha_flipped = eq7_weights(search.A, search.b, x, flipped.support)
+    for got, a, w0 in zip(flipped.weights, alpha_flipped, selection.weights, strict=True):
+        assert (got >= 0).all() and (w0 >= 0).all()
+        expect = a.abs() if weighting == "alpha" else a.abs() / a.abs().sum()
+        torch.testing.assert_close(got, expect)
+    for w, a in zip(selection.weights, alpha, strict=True):
+        expect = a.abs() if weighting == "alpha" else a.abs() / a.abs().sum()
+        torch.testing.assert_close(w, expect)

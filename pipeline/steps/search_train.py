@@ -44,7 +44,15 @@ from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, pars
 from pipeline.runs import code_version, step_run
 from pipeline.sink import MlflowSink
 
-__all__ = ["add_arguments", "run", "preflight", "resolve", "space_config", "budget_of"]
+__all__ = [
+    "add_arguments",
+    "run",
+    "preflight",
+    "resolve",
+    "space_config",
+    "budget_of",
+    "train_config",
+]
 
 log = logging.getLogger(__name__)
 TRAINED_DIR = "trained"
@@ -115,6 +123,37 @@ def budget_of(values: dict[str, Any]) -> Budget:
     )
 
 
+def train_config(
+    v: dict[str, Any],
+    data: DataBundle,
+    ctx: distributed.DistContext | None = None,
+    *,
+    limit_steps_per_epoch: int | None = None,
+) -> TrainConfig:
+    """The validated TrainConfig of resolved parameters ``v`` (ConfigError if inconsistent)."""
+    cfg = TrainConfig(
+        space=space_config(v, data.num_classes),
+        mode=v["mode"],
+        epochs=int(v["epochs"]),
+        batch_size=v["batch_size"],
+        seed=v["seed"],
+        tau_lr=v["tau_lr"] or None,
+        hyper_lr=v["hyper_lr"],
+        lr_bounds=(v["lr_min"], v["lr_max"]),
+        wd_bounds=(v["wd_min"], v["wd_max"]),
+        freeze_rule=v["freeze_rule"],
+        arch_weighting=v["arch_weighting"],
+        budget=budget_of(v),
+        device=ctx.device if ctx is not None else v["target_device"],
+        workers=v["workers"],
+        limit_steps_per_epoch=limit_steps_per_epoch,
+        rank=ctx.rank if ctx is not None else 0,
+        world_size=ctx.world_size if ctx is not None else 1,
+    )
+    cfg.validate()
+    return cfg
+
+
 def _device(values: dict[str, Any]) -> str:
     if values["target_device"] == "cuda" and not torch.cuda.is_available():
         raise ConfigError("target_device=cuda but no CUDA device is visible: use target_device=cpu")
@@ -133,6 +172,7 @@ def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBund
                 f"unavailable ({reason}): add onnx or run on a CUDA machine"
             )
     data = load_dataset(v["dataset"], v["data_dir"] or None, int(v["resolution"]), v["seed"])
+    train_config(v, data)  # the search settings agree with each other
     budget = budget_of(v)
     if any(x is not None for x in vars(budget).values()):
         latency_device = v["target_device"] if budget.max_latency_ms is not None else None
@@ -206,19 +246,7 @@ def _run_rank(
     """Train on this process (rank ``ctx.rank`` of ``ctx.world_size``)."""
     data = preflight(values)
     v = resolve(values)
-    cfg = TrainConfig(
-        space=space_config(v, data.num_classes),
-        mode=v["mode"],
-        epochs=int(v["epochs"]),
-        batch_size=v["batch_size"],
-        seed=v["seed"],
-        budget=budget_of(v),
-        device=ctx.device,
-        workers=v["workers"],
-        limit_steps_per_epoch=args.limit_steps_per_epoch,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-    )
+    cfg = train_config(v, data, ctx, limit_steps_per_epoch=args.limit_steps_per_epoch)
     workdir = _workdir(values)
     if ctx.rank != 0:  # only rank 0 touches MLflow (it attaches to MLFLOW_RUN_ID)
         logging.getLogger("dha_train").setLevel(logging.WARNING)  # rank 0 reports progress
@@ -258,7 +286,7 @@ def _run_rank(
             "search_run_id": active.info.run_id,
         }
         log_derived(result.architecture, result.model, meta, folder=TRAINED_DIR)
-        top1 = 100.0 * result.test.get("top1", 0.0)
+        top1 = result.test.get("top1", 0.0)
         print(
             f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
             f"with {result.architecture.space} architecture; child logged to "
