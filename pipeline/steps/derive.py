@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
         scores = evaluate(
             model, data.test, batch_size=128, workers=values["workers"], device=device
         )
-        top1, top5 = 100.0 * scores["top1"], 100.0 * scores["top5"]
+        top1, top5 = scores["top1"], scores["top5"]  # evaluate returns percent
         mlflow.log_metrics({"top1": top1, "top5": top5, "test_loss": scores["loss"]})
         log_derived(trained.arch, trained.model, {**meta, "top1": top1, "top5": top5})
         figure = draw_architecture(trained.arch)
