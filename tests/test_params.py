@@ -36,7 +36,11 @@ def test_values_parse(name: str, raw: str, expected: object) -> None:
         ("epochs", "three", "is not an int"),
         ("batch_size", "1", "below its minimum"),
         ("reuse", "maybe", "not a boolean"),
-        ("mode", "foo", "choose one of dha, sequential"),
+        ("mode", "foo", "choose one of dha, nas, nas_da, nas_hpo, sequential, sequential_da"),
+        ("freeze_rule", "windw", "did you mean 'window'"),
+        ("arch_weighting", "L1", "choose one of l1, alpha"),
+        ("tau_lr", "-0.1", "below its minimum"),
+        ("hyper_lr", "fast", "is not a float"),
     ],
 )
 def test_bad_values_say_what_is_wrong(name: str, raw: str, message: str) -> None:
@@ -73,3 +77,21 @@ def test_help_lists_every_step() -> None:
         "predict",
     ):
         assert command in out
+
+
+def test_mode_choices_come_from_the_modes_registry() -> None:
+    from dha_train.modes import MODES
+
+    assert PARAMS["mode"].choices == tuple(MODES)
+    assert {"sequential_da", "sequential_hpo"} <= set(MODES)
+
+
+def test_inconsistent_search_bounds_fail_before_any_run(
+    mlflow_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    assert main(["run", "--lr-max", "0.01", "--references", ""]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "initial lr=0.025 lies outside its bounds" in err[-1], err
+    assert mlflow.search_runs(search_all_experiments=True).empty
