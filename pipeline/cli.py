@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
 from dha_train.errors import UserError
 from dha_train.host_memory import retain_freed_memory
@@ -60,30 +61,51 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The ``dha`` parser and its subcommands' parsers."""
+def _version() -> str:
+    try:
+        return version("dha-pipeline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed; run `make setup`)"
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not a flag)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(
+    command: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``dha`` parser and its subcommands' parsers.
+
+    Only ``command``'s step module is imported (and its flags added): the step modules import
+    torch and MLflow, which take seconds, and ``dha --help`` needs none of them.
+    """
     parser = _Parser(prog="dha", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parsers = {}
     for name, (module, help_) in SUBCOMMANDS.items():
-        step = import_module(f"pipeline.steps.{module}")
         p = sub.add_parser(
             name,
             help=help_,
-            description=(step.__doc__ or help_).strip(),
+            description=help_,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        step.add_arguments(p)
-        p.set_defaults(handler=step.run)
+        if name == command:
+            step = import_module(f"pipeline.steps.{module}")
+            p.description = (step.__doc__ or help_).strip()
+            step.add_arguments(p)
+            p.set_defaults(handler=step.run)
         parsers[name] = p
     return parser, parsers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own
-    retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
-    parser, subparsers = build_parser()
+    parser, subparsers = build_parser(_command(argv))
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -96,10 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "fvcore", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
     except UserError as exc:
+        if args.verbose:
+            logging.getLogger(__name__).exception("user error")
         sys.stderr.write(f"error: {exc}\n")
         return 2
     return 0

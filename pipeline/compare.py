@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
 from pipeline.artifacts import DESCRIPTIVE_KEYS
+from pipeline.run_ids import resolve_run_id
 
 __all__ = [
     "CompareRow",
@@ -93,10 +94,18 @@ def collect_runs(
                 f"no registered model {model_name!r}: see `mlflow models` or the MLflow UI"
             )
         ids += [v.tags["measure_run_id"] for v in versions if "measure_run_id" in v.tags]
-    for run_id in ids:
-        run = client.get_run(run_id)
-        measure_id = run.data.tags.get("dha.run.measure", run_id)
-        runs[measure_id] = client.get_run(measure_id) if measure_id != run_id else run
+    for given in ids:
+        run = client.get_run(resolve_run_id(client, given))
+        measure_id = run.data.tags.get("dha.run.measure", run.info.run_id)
+        if measure_id != run.info.run_id:
+            run = client.get_run(measure_id)
+        if run.data.tags.get("dha.step") != "measure":
+            step = run.data.tags.get("dha.step", "not a dha step")
+            raise UserError(
+                f"run {given!r} is a {step} run, which has no Table 5 figures: pass the id of a "
+                "main (dha run) or measure run"
+            )
+        runs[run.info.run_id] = run
     return [_row(r) for r in runs.values()]
 
 

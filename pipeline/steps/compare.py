@@ -22,6 +22,8 @@ from pipeline.runs import step_run
 
 __all__ = ["add_arguments", "run"]
 
+_SOURCES = ("experiment", "run_ids", "registered_model")  # each alone picks the runs
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params(parser, STEP_PARAMS["compare"])
@@ -39,6 +41,9 @@ def _experiment_ids(client: MlflowClient, name: str, fallback: str) -> list[str]
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["compare"])
     run_ids = [r.strip() for r in values["run_ids"].split(",") if r.strip()]
+    chosen = [f"--{k.replace('_', '-')}" for k in _SOURCES if values[k]]
+    if len(chosen) > 1:
+        raise UserError(f"{' and '.join(chosen)} both choose the runs to compare: pass one of them")
     with step_run("compare", values) as active:
         client = MlflowClient()
         by_experiment = values["experiment"] or not (run_ids or values["registered_model"])

@@ -32,6 +32,8 @@ __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
+DRIFT_FLAG_PCT = 10.0  # a timing whose chunk medians moved more than this is flagged as noisy
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params(parser, STEP_PARAMS["measure"])
@@ -71,14 +73,47 @@ def _describe(report: MeasureReport) -> str:
         if r.timing is None:
             lines.append(f"  {r.key}: {r.status} ({r.reason})")
         else:
+            drift = r.timing.drift_pct
+            noisy = (
+                f"; drift {drift:.0f}%: the machine's speed changed while timing, rerun with "
+                "--threads 1 --max-seconds 20"
+                if drift > DRIFT_FLAG_PCT
+                else ""
+            )
             lines.append(
                 f"  {r.key}: median {r.timing.median_ms:.2f} ms, p90 {r.timing.p90_ms:.2f} ms, "
-                f"{r.throughput_ips:.0f} img/s"
+                f"{r.throughput_ips:.0f} img/s{noisy}"
             )
     return "\n".join(lines)
 
 
+def _check_standalone(args: argparse.Namespace) -> None:
+    """Flags of a standalone measurement that no measurement could use."""
+    for flag, value, least in (
+        ("--resolution", args.resolution, 8),
+        ("--num-classes", args.num_classes, 1),
+        ("--threads", args.threads, 1),
+    ):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} {value}: must be at least {least}")
+    if args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds {args.max_seconds}: give a time bound above 0 s")
+    if args.weights and not args.arch.endswith(".json"):
+        raise ConfigError("--weights goes with an architecture JSON: --arch <arch.json>")
+
+
+def _all_skipped(report: MeasureReport) -> None:
+    """A UserError when timings were asked for and none could run here."""
+    if report.latency and all(r.timing is None for r in report.latency):
+        reasons = "; ".join(f"{r.key}: {r.reason}" for r in report.latency[:3])
+        raise ConfigError(
+            f"no timing could run on this machine ({reasons}): choose --backends and "
+            "--target-device that it has"
+        )
+
+
 def _standalone(args: argparse.Namespace, values: dict) -> None:
+    _check_standalone(args)
     target = resolve_target(
         args.arch, num_classes=args.num_classes, resolution=args.resolution, weights=args.weights
     )
@@ -91,6 +126,7 @@ def _standalone(args: argparse.Namespace, values: dict) -> None:
         timing=LatencyConfig(max_seconds=args.max_seconds),
     )
     print(report.to_json() if args.json else _describe(report), flush=True)
+    _all_skipped(report)
 
 
 def _step(args: argparse.Namespace, values: dict) -> None:

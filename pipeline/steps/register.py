@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from export.registry import CHAMPION, LATEST, register_model_version, registered_name
 from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.run_ids import resolve_run_id
 from pipeline.runs import step_run
 
 __all__ = ["add_arguments", "run"]
@@ -49,12 +50,15 @@ def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["register"])
     with step_run("register", values) as active:
         client = MlflowClient()
+        export_id = resolve_run_id(client, values["export_run_id"], what="export run")
         exported = json.loads(
-            Path(client.download_artifacts(values["export_run_id"], "exported.json")).read_text()
+            Path(client.download_artifacts(export_id, "exported.json")).read_text()
         )
-        measure = client.get_run(values["measure_run_id"])
-        tags = _version_tags(values["export_run_id"], measure)
-        export_tags = client.get_run(values["export_run_id"]).data.tags
+        measure = client.get_run(
+            resolve_run_id(client, values["measure_run_id"], what="measure run")
+        )
+        tags = _version_tags(export_id, measure)
+        export_tags = client.get_run(export_id).data.tags
         budgets = {
             k: (float(tags[k]) if tags.get(k) else None)
             for k in ("max_params_m", "max_flops_m", "max_latency_ms")

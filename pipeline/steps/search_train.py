@@ -230,10 +230,13 @@ def _run_rank(
             {
                 "sizes": data.sizes(),
                 "skipped_unreadable": data.skipped,
+                "skipped_non_image": data.skipped_non_image,
                 "classes": data.class_names,
             },
             "data.json",
         )
+        skipped = {"unreadable": data.skipped, "non_image": data.skipped_non_image}
+        mlflow.log_params({f"data.skipped_{k}": n for k, n in skipped.items()})
         result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
         mlflow.log_artifacts(str(workdir), "checkpoints")
         meta = {
