@@ -23,6 +23,8 @@ _RUN_ID = re.compile(r"[0-9a-f]+")
 def resolve_run_id(client: MlflowClient, text: str, *, what: str = "run") -> str:
     """The full id of the one run whose id is, or starts with, ``text``; else a UserError."""
     given = text.strip().lower()
+    if not given:
+        raise UserError(f"no {what} id given: pass one (the MLflow UI and each step print them)")
     if not _RUN_ID.fullmatch(given) or len(given) > 32:
         raise UserError(
             f"{what} id {text!r} is not a run id: expected the 32 hex characters MLflow shows "

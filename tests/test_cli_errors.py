@@ -137,6 +137,10 @@ ROWS: list[tuple[str, Args, int, str]] = [
      2, "has no child/ artifacts"),
     ("unknown search run", lambda s: ["derive", "--search-run-id", "deadbeef"],
      2, "no search_train run with id 'deadbeef'"),
+    ("no search run id", lambda s: ["derive"], 2, "no search_train run id given"),
+    ("not an export run", lambda s: ["register", "--export-run-id", s.measure_id[:8],
+                                     "--measure-run-id", s.measure_id], 2, "has no exported.json"),
+    ("input too small", lambda s: ["run", "--resolution", "3"], 2, "resolution >= 8"),
     ("unknown export run", lambda s: ["register", "--export-run-id", "deadbeef",
                                       "--measure-run-id", s.measure_id], 2, "no export run"),
 ]  # fmt: skip

@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dha_train.errors import UserError
 from export.registry import CHAMPION, LATEST, register_model_version, registered_name
 from pipeline.params import STEP_PARAMS, add_params, parse_values
 from pipeline.run_ids import resolve_run_id
@@ -51,9 +53,14 @@ def run(args: argparse.Namespace) -> None:
     with step_run("register", values) as active:
         client = MlflowClient()
         export_id = resolve_run_id(client, values["export_run_id"], what="export run")
-        exported = json.loads(
-            Path(client.download_artifacts(export_id, "exported.json")).read_text()
-        )
+        try:
+            exported = json.loads(
+                Path(client.download_artifacts(export_id, "exported.json")).read_text()
+            )
+        except MlflowException:
+            raise UserError(
+                f"run {export_id} has no exported.json: pass the id of a FINISHED export step"
+            ) from None
         measure = client.get_run(
             resolve_run_id(client, values["measure_run_id"], what="measure run")
         )

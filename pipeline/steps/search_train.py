@@ -35,7 +35,8 @@ from dha_train import distributed
 from dha_train.budgets import Budget, CostModel
 from dha_train.data import DataBundle, load_dataset
 from dha_train.errors import ConfigError
-from dha_train.spaces import SpaceConfig
+from dha_train.spaces import SpaceConfig, validate_architecture
+from dha_train.spaces.named import baseline_architecture
 from dha_train.train_config import TrainConfig
 from dha_train.trainer import train
 from export.tensorrt_engine import tensorrt_status
@@ -133,6 +134,7 @@ def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBund
                 f"unavailable ({reason}): add onnx or run on a CUDA machine"
             )
     data = load_dataset(v["dataset"], v["data_dir"] or None, int(v["resolution"]), v["seed"])
+    validate_architecture(baseline_architecture(space_config(v, data.num_classes)))  # sizes
     budget = budget_of(v)
     if any(x is not None for x in vars(budget).values()):
         latency_device = v["target_device"] if budget.max_latency_ms is not None else None
