@@ -48,6 +48,20 @@ def _version_tags(export_run_id: str, measure: mlflow.entities.Run) -> dict[str,
     return tags
 
 
+def _description(fmt: str, tags: dict[str, str], budgets: dict[str, float | None]) -> str:
+    """The model version's description: what it is, what it scored, what it costs."""
+    latency = "; ".join(f"{k}: {v}" for k, v in tags.items() if k.startswith("latency_ms."))
+    limits = ", ".join(f"{k} <= {v}" for k, v in budgets.items() if v is not None) or "none"
+    return (
+        f"{fmt} model of the child network DHA ({tags.get('mode', '?')}) derived from the "
+        f"{tags.get('space', '?')} space on {tags.get('dataset', '?')}. Test top-1 "
+        f"{tags.get('top1', '?')}%, top-5 {tags.get('top5', '?')}%; {tags.get('params_m', '?')} M "
+        f"params, {tags.get('flops_m', '?')} M multiply-adds; {latency or 'latency not measured'}."
+        f" Budget: {limits}. Input float32 RGB in [0, 1], (N, 3, R, R); output logits. "
+        f"Runs: export {tags['export_run_id']}, measure {tags['measure_run_id']}."
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["register"])
     with step_run("register", values) as active:
@@ -77,6 +91,9 @@ def run(args: argparse.Namespace) -> None:
             )
             extra = {"format": fmt, "tensorrt": export_tags.get("tensorrt", "")}
             registered = register_model_version(uri, name=name, tags=tags | extra, budgets=budgets)
+            client.update_model_version(
+                name, registered.version, description=_description(fmt, tags, budgets)
+            )
             alias = CHAMPION if CHAMPION in registered.aliases else LATEST
             versions.append(
                 {

@@ -41,6 +41,7 @@ from dha_train.train_config import TrainConfig
 from dha_train.trainer import train
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
+from pipeline.dataset_inputs import log_splits
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import code_version, step_run
 from pipeline.sink import MlflowSink
@@ -239,6 +240,7 @@ def _run_rank(
         )
         skipped = {"unreadable": data.skipped, "non_image": data.skipped_non_image}
         mlflow.log_params({f"data.skipped_{k}": n for k, n in skipped.items()})
+        log_splits(data, data_dir=v["data_dir"])
         result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
         mlflow.log_artifacts(str(workdir), "checkpoints")
         meta = {
