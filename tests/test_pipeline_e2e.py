@@ -69,11 +69,32 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
     }
     assert all(r.info.status == "FINISHED" for r in children)
 
+    # MLflow as its users know it: a named experiment, named runs, descriptions, datasets
+    (parent,) = parents
+    assert client.get_experiment(parent.info.experiment_id).name == "dha-mobilenet-digits"
+    assert parent.info.run_name == "dha run: digits mobilenet dha"
+    assert {r.info.run_name for r in children} == {
+        f"{r.data.tags['dha.step']}: digits mobilenet dha" for r in children
+    }
+    assert "Table 5" in parent.data.tags["mlflow.note.content"]
+    by_step = {r.data.tags["dha.step"]: r for r in children}
+    for run in (parent, by_step["search_train"]):
+        inputs = {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs}
+        assert inputs == {
+            ("digits-train", "training"),
+            ("digits-val", "validation"),
+            ("digits-test", "test"),
+        }
+    assert not {"epoch", "step", "phase"} & set(by_step["search_train"].data.metrics)
+    derived = {a.path for a in client.list_artifacts(by_step["derive"].info.run_id, "child")}
+    assert {"child/confusion_matrix.png", "child/per_class.json"} <= derived
+
     # registry: an ONNX version with aliases; TensorRT skipped with a reason on this machine
     name = "dha-mobilenet-digits-onnx"
     version = client.get_model_version_by_alias(name, "champion")
     assert client.get_model_version_by_alias(name, "latest").version == version.version
     assert version.tags["dataset"] == "digits" and float(version.tags["top1"]) > 0
+    assert f"top-1 {version.tags['top1']}%" in version.description
     export = next(r for r in children if r.data.tags["dha.step"] == "export")
     assert export.data.tags["tensorrt"].startswith("skipped (")
     assert "models:/dha-mobilenet-digits-onnx@champion" in first.stdout

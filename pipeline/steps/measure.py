@@ -26,7 +26,13 @@ from pipeline.latency import BACKENDS, LatencyConfig, validate_choices
 from pipeline.measurement import MeasureReport, measure_model, measure_target, resolve_target
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run
-from pipeline.table5 import build_table5, log_table5, measure_references, table5_metrics
+from pipeline.table5 import (
+    PAPER_SETTING,
+    build_table5,
+    log_table5,
+    measure_references,
+    table5_metrics,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -148,15 +154,25 @@ def _step(args: argparse.Namespace, values: dict) -> None:
             space=derived.space,
             source=f"runs:/{values['derive_run_id']}",
         )
-        refs = measure_references(
-            references, devices=(device,), backends=_backends(args.backends), threads=args.threads
-        )
+        options = {"devices": (device,), "backends": _backends(args.backends)}
+        refs = measure_references(references, threads=args.threads, **options)
+        # ... and at the run's own input and class count: the like-for-like latency
+        here = (derived.resolution, derived.num_classes)
+        if here != PAPER_SETTING:
+            refs |= measure_references(
+                references,
+                resolution=here[0],
+                num_classes=here[1],
+                threads=args.threads,
+                **options,
+            )
         table = build_table5(
             report,
             top1=derived.top1,
             top5=derived.top5,
             references=refs,
             latency_key=f"torch.{device}.bs1",
+            dataset=derived.meta["dataset"],
         )
         metrics = table5_metrics(report, top1=derived.top1, top5=derived.top5, references=refs)
         log_table5(table, metrics, reports={"derived": report, **refs})
