@@ -6,6 +6,7 @@ classes on rows and predictions on columns, each row normalised to the class's t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,12 @@ class ClassReport:
 
 @torch.inference_mode()
 def predict_split(
-    model: torch.nn.Module, dataset: Dataset, *, batch_size: int, workers: int, device: torch.device
+    model: Callable[[Tensor], Tensor],
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Logits and labels of ``model`` (``[0, 1]`` images -> logits) over ``dataset``, on CPU."""
     loader = DataLoader(
