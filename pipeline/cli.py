@@ -8,16 +8,14 @@ input ends with one ``error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from dha_train.errors import UserError
-from dha_train.host_memory import retain_freed_memory
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -47,6 +45,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line, with a 'did you mean' for misspelt flags."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        import difflib
+
         if "unrecognized arguments" in message:
             flags = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
             known = [o for a in self._actions for o in a.option_strings]
@@ -61,11 +61,21 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _version() -> str:
-    try:
-        return version("dha-pipeline")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed; run `make setup`)"
+class _Version(argparse.Action):
+    """``--version``: the installed package's version (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("dha-pipeline")
+        except PackageNotFoundError:  # a source tree that was never installed
+            found = "unknown (not installed; run `make setup`)"
+        print(f"{parser.prog} {found}")
+        parser.exit()
 
 
 def _command(argv: Sequence[str]) -> str | None:
@@ -83,7 +93,7 @@ def build_parser(
     """
     parser = _Parser(prog="dha", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parsers = {}
     for name, (module, help_) in SUBCOMMANDS.items():
@@ -118,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "fvcore", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from dha_train.host_memory import retain_freed_memory
+
     retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
