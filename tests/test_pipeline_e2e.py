@@ -71,7 +71,9 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
 
     # MLflow as its users know it: a named experiment, named runs, descriptions, datasets
     (parent,) = parents
-    assert client.get_experiment(parent.info.experiment_id).name == "dha-mobilenet-digits"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.name == "dha-mobilenet-digits"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.run_name == "dha run: digits mobilenet dha"
     assert {r.info.run_name for r in children} == {
         f"{r.data.tags['dha.step']}: digits mobilenet dha" for r in children

@@ -38,6 +38,7 @@ __all__ = ["add_arguments", "run"]
 log = logging.getLogger(__name__)
 
 
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 STEPS = ("search_train", "derive", "measure", "export", "register", "compare")
 # step parameters that carry an earlier step's run id
 RUN_ID_PARAMS = {
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace) -> None:
     _use_named_experiment(values)
     with step_run("main", values) as parent:
         mlflow.set_tag("mlflow.runName", f"dha run: {job_label(values)}")
+        # MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) pages
+        MlflowClient().set_experiment_tag(parent.info.experiment_id, *_EXPERIMENT_KIND)
         log_splits(data, data_dir=values["data_dir"])
         ids: dict[str, str] = {}
         for step in STEPS:
