@@ -265,7 +265,7 @@ def _run_rank(
             "search_run_id": active.info.run_id,
         }
         log_derived(result.architecture, result.model, meta, folder=TRAINED_DIR)
-        top1 = 100.0 * result.test.get("top1", 0.0)
+        top1 = result.test.get("top1", 0.0)  # percent, as every accuracy
         print(
             f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
             f"with {result.architecture.space} architecture; child logged to "
