@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 
-## the default job: DHA on scikit-learn's digits, on the CPU, registry in ./mlflow.db
+## the default job: DHA on scikit-learn's digits, on the CPU, registry in ./mlflow.db;
+## its runs land in the experiment dha-<space>-<dataset> (override: make run EXPERIMENT=name)
+_param = $(patsubst $(1)=%,%,$(filter $(1)=%,$(P)))
+EXPERIMENT ?= dha-$(or $(call _param,space),mobilenet)-$(or $(call _param,dataset),digits)
 run: $(STAMP)
-	$(BIN)/mlflow run . --env-manager local $(if $(P),$(foreach p,$(P),-P $(p)))
+	$(BIN)/mlflow run . --env-manager local --experiment-name $(EXPERIMENT) $(if $(P),$(foreach p,$(P),-P $(p)))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -79,7 +79,10 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCount:
 
     The model is traced in eval mode on its own device; its training mode is restored.
     """
-    from fvcore.nn import FlopCountAnalysis  # heavy import, only where counting happens
+    with warnings.catch_warnings():
+        # importing fvcore runs torch.jit.script (a detectron2 loss), which torch deprecates
+        warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis  # heavy import, only where counting happens
 
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -12,9 +12,11 @@ None is downloaded at run time:
   the last 10% of the training set (fixed per seed) is the validation split, the official
   test set is the test split.
 - ``imagefolder`` / ``imagenet``: ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``
-  (ImageFolder layout); ``val`` is halved into val/test splits per seed. ``imagenet`` is the
-  paper's setting (224 px); its folder is not scanned up front (1.28M files), images that
-  fail to decode are replaced by another sample and logged.
+  (ImageFolder layout); ``val`` is halved into val/test splits per seed. Files without an
+  image extension and hidden folders are skipped, images that fail to decode too; both are
+  counted (``DataBundle.skipped*``), and only a class left without images is an error.
+  ``imagenet`` is the paper's setting (224 px); its folder is not scanned for decodability up
+  front (1.28M files), images that fail to decode are replaced by another sample and logged.
 
 Augmentation is not done here: the trainer augments whole batches on the device.
 """
@@ -65,6 +67,7 @@ class DataBundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     skipped: int = 0  # unreadable images found while scanning (left out)
+    skipped_non_image: int = 0  # files without an image extension in class folders (left out)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}  # type: ignore[arg-type]
@@ -191,10 +194,34 @@ def _is_readable(path: str) -> bool:
         return False
 
 
-def _scan_split(
-    split_dir: Path, classes: list[str] | None, verify: bool
-) -> tuple[list[str], list[tuple[str, int]], int]:
-    """Classes and samples of one ImageFolder split; non-image files are an error."""
+def _class_files(folder: Path) -> tuple[list[str], int]:
+    """Image files under ``folder`` (hidden folders left out) and how many other files it holds.
+
+    Like torchvision's ImageFolder, files without an image extension (``.DS_Store``,
+    ``Thumbs.db``, ``README.txt``) are skipped; they are counted so that the run can say so.
+    """
+    images, others = [], 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                images.append(os.path.join(root, name))
+            else:
+                others += 1
+                log.debug("not an image file, skipped: %s", os.path.join(root, name))
+    return sorted(images), others
+
+
+@dataclass(frozen=True)
+class _Split:
+    classes: list[str]
+    samples: list[tuple[str, int]]
+    unreadable: int  # image files that failed to decode
+    non_image: int  # files without an image extension
+
+
+def _scan_split(split_dir: Path, classes: list[str] | None, verify: bool) -> _Split:
+    """Classes and samples of one ImageFolder split; an error only if a class ends up empty."""
     layout = "expected <data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image>"
     if not split_dir.is_dir():
         raise DatasetError(f"missing split folder {str(split_dir)!r} ({layout})")
@@ -208,36 +235,28 @@ def _scan_split(
             f"{missing[:5]}): both splits need the same class folders"
         )
     samples: list[tuple[str, int]] = []
+    non_image = 0
     for label, name in enumerate(found):
-        files = sorted(
-            os.path.join(root, f)
-            for root, _, names in os.walk(split_dir / name)
-            for f in names
-            if not f.startswith(".")
-        )
-        bad = [f for f in files if not f.lower().endswith(IMAGE_EXTENSIONS)]
-        if bad:
-            raise DatasetError(
-                f"not an image file: {bad[0]!r} (class folders may hold only "
-                f"{', '.join(IMAGE_EXTENSIONS)} files; move other files out of {str(split_dir)!r})"
-            )
-        if not files:
-            raise DatasetError(
-                f"class folder {str(split_dir / name)!r} is empty: add images or remove it"
-            )
+        files, others = _class_files(split_dir / name)
+        non_image += others
         samples.extend((f, label) for f in files)
-    skipped = 0
+    unreadable = 0
     if verify:
         with ThreadPoolExecutor(max_workers=8) as pool:
             ok = list(pool.map(_is_readable, [p for p, _ in samples]))
-        skipped = ok.count(False)
+        unreadable = ok.count(False)
         for (path, _), good in zip(samples, ok, strict=True):
             if not good:
                 log.warning("unreadable image skipped: %s", path)
         samples = [s for s, good in zip(samples, ok, strict=True) if good]
-        if not samples:
-            raise DatasetError(f"no readable image under {str(split_dir)!r}")
-    return found, samples, skipped
+    counts = np.bincount([lbl for _, lbl in samples], minlength=len(found))
+    empty = [found[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DatasetError(
+            f"class folder {str(split_dir / empty[0])!r} holds no readable image "
+            f"({', '.join(IMAGE_EXTENSIONS)}): add images or remove the folder"
+        )
+    return _Split(found, samples, unreadable, non_image)
 
 
 def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
@@ -247,8 +266,13 @@ def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int)
         data_dir, kind, "expected <data_dir>/train/<class>/... and <data_dir>/val/<class>/..."
     )
     verify = kind != "imagenet"
-    classes, train_samples, skipped_train = _scan_split(root / "train", None, verify)
-    _, val_samples, skipped_val = _scan_split(root / "val", classes, verify)
+    train_split = _scan_split(root / "train", None, verify)
+    val_split = _scan_split(root / "val", train_split.classes, verify)
+    classes, train_samples, val_samples = (
+        train_split.classes,
+        train_split.samples,
+        val_split.samples,
+    )
     train_tf = transforms.Compose(
         [
             transforms.RandomResizedCrop(resolution, scale=(0.08, 1.0)),
@@ -266,9 +290,15 @@ def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int)
     val_idx, test_idx = _split_indices(
         np.asarray([lbl for _, lbl in val_samples]), seed, (0.5, 0.5)
     )
-    skipped = skipped_train + skipped_val
-    if skipped:
-        log.warning("%d unreadable images skipped under %s", skipped, root)
+    skipped = train_split.unreadable + val_split.unreadable
+    non_image = train_split.non_image + val_split.non_image
+    if skipped or non_image:
+        log.warning(
+            "skipped under %s: %d unreadable images, %d files that are not images",
+            root,
+            skipped,
+            non_image,
+        )
     return DataBundle(
         name=kind,
         train=ImageFiles(train_samples, train_tf),
@@ -280,6 +310,7 @@ def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int)
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         skipped=skipped,
+        skipped_non_image=non_image,
     )
 
 

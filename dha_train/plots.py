@@ -61,12 +61,16 @@ def architecture_evolution(shares: Sequence[dict[str, float]]) -> Figure:
 
 def hyper_trajectories(steps: Sequence[int], lr: Sequence[float], wd: Sequence[float]) -> Figure:
     """Learning rate and weight decay against the training step."""
-    fig = Figure(figsize=(8, 3))
-    for i, (values, name) in enumerate(((lr, "learning rate"), (wd, "weight decay"))):
+    fig = Figure(figsize=(8, 3.2))
+    panels = ((lr, "learning rate", "lr (eta_lr)"), (wd, "weight decay", "wd (eta_wd)"))
+    for i, (values, title, label) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
         ax.plot(steps, values)
-        ax.set_xlabel("step")
-        ax.set_title(name)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.grid(alpha=0.3)
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 

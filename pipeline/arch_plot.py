@@ -17,7 +17,9 @@ _EXPANSION_COLOURS = {3: "tab:blue", 6: "tab:orange"}
 
 
 def _draw_mobilenet(arch: MobileNetArch, plt: Any) -> Any:
-    fig, ax = plt.subplots(figsize=(max(6, len(arch.blocks) * 0.4), 3))
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(max(7, len(arch.blocks) * 0.4), 3.6))
     for i, block in enumerate(arch.blocks):
         if block == "identity":
             ax.bar(i, 0.3, color="white", edgecolor="grey", hatch="//")
@@ -29,9 +31,19 @@ def _draw_mobilenet(arch: MobileNetArch, plt: Any) -> Any:
     ax.set_xticks(range(len(arch.blocks)))
     ax.set_xticklabels([str(i) for i in range(len(arch.blocks))], fontsize=7)
     ax.set_yticks([3, 5, 7])
-    ax.set_xlabel("searchable layer (hatched: identity, the layer is skipped)")
+    ax.set_ylim(0, 8.2)
+    ax.set_xlabel("searchable layer")
     ax.set_ylabel("kernel size")
+    handles = [
+        Patch(color=colour, label=f"expansion ratio {e}")
+        for e, colour in _EXPANSION_COLOURS.items()
+    ]
+    handles.append(Patch(facecolor="white", edgecolor="grey", hatch="//", label="identity (skip)"))
+    ax.legend(
+        handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False
+    )
     ax.set_title(f"mobilenet space, width {arch.width_mult:g}, {arch.resolution} px")
+    fig.tight_layout()  # keeps the x-axis label and the legend inside the picture
     return fig
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from dha_train.errors import UserError
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
+from pipeline.run_ids import resolve_run_id
 
 __all__ = ["DerivedModel", "log_derived", "load_derived", "CHILD_DIR", "DESCRIPTIVE_KEYS"]
 
@@ -81,6 +82,7 @@ def log_derived(
 def load_derived(run_id: str, *, folder: str = CHILD_DIR, step: str = "derive") -> DerivedModel:
     """Rebuild the child logged by run ``run_id`` under ``folder`` (eval mode, CPU)."""
     client = MlflowClient()
+    run_id = resolve_run_id(client, run_id, what=f"{step} run")
     try:
         local = Path(client.download_artifacts(run_id, folder))
     except Exception as exc:  # MLflow raises several kinds for a missing run or artifact

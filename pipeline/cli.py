@@ -8,15 +8,14 @@ input ends with one ``error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
+from typing import Any
 
 from dha_train.errors import UserError
-from dha_train.host_memory import retain_freed_memory
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -46,6 +45,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line, with a 'did you mean' for misspelt flags."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        import difflib
+
         if "unrecognized arguments" in message:
             flags = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
             known = [o for a in self._actions for o in a.option_strings]
@@ -60,30 +61,61 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The ``dha`` parser and its subcommands' parsers."""
+class _Version(argparse.Action):
+    """``--version``: the installed package's version (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("dha-pipeline")
+        except PackageNotFoundError:  # a source tree that was never installed
+            found = "unknown (not installed; run `make setup`)"
+        print(f"{parser.prog} {found}")
+        parser.exit()
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not a flag)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(
+    command: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``dha`` parser and its subcommands' parsers.
+
+    Only ``command``'s step module is imported (and its flags added): the step modules import
+    torch and MLflow, which take seconds, and ``dha --help`` needs none of them.
+    """
     parser = _Parser(prog="dha", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parsers = {}
     for name, (module, help_) in SUBCOMMANDS.items():
-        step = import_module(f"pipeline.steps.{module}")
         p = sub.add_parser(
             name,
             help=help_,
-            description=(step.__doc__ or help_).strip(),
+            description=help_,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        step.add_arguments(p)
-        p.set_defaults(handler=step.run)
+        if name == command:
+            step = import_module(f"pipeline.steps.{module}")
+            p.description = (step.__doc__ or help_).strip()
+            step.add_arguments(p)
+            p.set_defaults(handler=step.run)
         parsers[name] = p
     return parser, parsers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own
-    retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
-    parser, subparsers = build_parser()
+    parser, subparsers = build_parser(_command(argv))
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -96,10 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "fvcore", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from dha_train.host_memory import retain_freed_memory
+
+    retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
     except UserError as exc:
+        if args.verbose:
+            logging.getLogger(__name__).exception("user error")
         sys.stderr.write(f"error: {exc}\n")
         return 2
     return 0

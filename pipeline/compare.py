@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
 from pipeline.artifacts import DESCRIPTIVE_KEYS
+from pipeline.run_ids import resolve_run_id
+from pipeline.table5 import PAPER_SETTING, REFERENCE_MODELS
 
 __all__ = [
     "CompareRow",
@@ -29,9 +31,11 @@ __all__ = [
     "build_comparison",
     "pareto_front",
     "plot_comparison",
+    "comparison_figure",
 ]
 
 _LATENCY_PREFIX = "latency_ms."
+_REFERENCE_COLORS = ("C2", "C4", "C5", "C6", "C8", "C9")  # not the runs' blue or the front's red
 
 
 @dataclass
@@ -44,6 +48,18 @@ class CompareRow:
     flops_m: float | None
     latency: dict[str, float] = field(default_factory=dict)  # "<backend>.<device>.bs<N>" -> ms
     devices: dict[str, str] = field(default_factory=dict)  # "cpu"/"cuda" -> machine name
+    # reference key (table5.reference_key) -> latency key -> ms, timed in the same run
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _references(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``ref.<key>.latency_ms.<latency key>`` metrics, grouped by reference key."""
+    out: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        key, sep, latency_key = name.removeprefix("ref.").partition("." + _LATENCY_PREFIX)
+        if name.startswith("ref.") and sep:
+            out.setdefault(key, {})[latency_key] = value
+    return out
 
 
 def _row(run: Run) -> CompareRow:
@@ -65,6 +81,7 @@ def _row(run: Run) -> CompareRow:
             for k, v in tags.items()
             if k.startswith("dha.device_name.")
         },
+        references=_references(m),
     )
 
 
@@ -93,10 +110,18 @@ def collect_runs(
                 f"no registered model {model_name!r}: see `mlflow models` or the MLflow UI"
             )
         ids += [v.tags["measure_run_id"] for v in versions if "measure_run_id" in v.tags]
-    for run_id in ids:
-        run = client.get_run(run_id)
-        measure_id = run.data.tags.get("dha.run.measure", run_id)
-        runs[measure_id] = client.get_run(measure_id) if measure_id != run_id else run
+    for given in ids:
+        run = client.get_run(resolve_run_id(client, given))
+        measure_id = run.data.tags.get("dha.run.measure", run.info.run_id)
+        if measure_id != run.info.run_id:
+            run = client.get_run(measure_id)
+        if run.data.tags.get("dha.step") != "measure":
+            step = run.data.tags.get("dha.step", "not a dha step")
+            raise UserError(
+                f"run {given!r} is a {step} run, which has no Table 5 figures: pass the id of a "
+                "main (dha run) or measure run"
+            )
+        runs[run.info.run_id] = run
     return [_row(r) for r in runs.values()]
 
 
@@ -182,8 +207,17 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def plot_comparison(comparison: Comparison, path: Path) -> Path | None:
-    """Top-1 against the sort column's latency, Pareto front marked; None if nothing to plot."""
+def _reference_label(key: str) -> str:
+    name, _, setting = key.partition(".")
+    ref = REFERENCE_MODELS.get(name)
+    size = setting.split("px")[0] if setting else str(PAPER_SETTING[0])
+    return f"{ref.label if ref else name} @ {size} px"
+
+
+def comparison_figure(comparison: Comparison):  # noqa: ANN201 (a lazily imported Figure)
+    """Top-1 against the sort column's latency, Pareto front marked; the references timed in
+    the same runs as dotted vertical lines (their accuracy on these datasets is unknown).
+    None if nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,11 +229,11 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path | None:
         return None
     points = [(r.latency[key], float(r.top1)) for r in rows]  # type: ignore[index, arg-type]
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(*zip(*points, strict=True), color="tab:blue", label="runs")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(*zip(*points, strict=True), color="tab:blue", label="runs (test top-1)")
     for r, (x, y) in zip(rows, points, strict=True):
         ax.annotate(
-            f"{r.info['space']}/{r.info['mode']} {r.run_id[:6]}",
+            f"{r.info['dataset']} {r.info['space']}/{r.info['mode']} {r.run_id[:6]}",
             (x, y),
             fontsize=7,
             xytext=(3, 3),
@@ -207,12 +241,31 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path | None:
         )
     fx, fy = zip(*(points[i] for i in front), strict=True)
     ax.plot(fx, fy, "o--", color="tab:red", label="Pareto front")
+    refs = {ref: lat[key] for r in rows for ref, lat in r.references.items() if key in lat}
+    for i, (ref, latency) in enumerate(sorted(refs.items(), key=lambda kv: kv[1])):
+        color = _REFERENCE_COLORS[i % len(_REFERENCE_COLORS)]
+        ax.axvline(latency, color=color, ls=":", label=_reference_label(ref))
+    xs = [x for x, _ in points] + list(refs.values())
+    if max(xs) > 10 * min(xs):
+        ax.set_xscale("log")
+    low = min(y for _, y in points)
+    ax.set_ylim(max(0.0, low - 5.0), min(100.0, max(y for _, y in points) + 2.0) + 0.5)
     device = comparison.mixed.get(key, None)
     ax.set_xlabel(f"latency {key} (ms){' [mixed devices]' if device else ''}")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel("test top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_comparison(comparison: Comparison, path: Path) -> Path | None:
+    """:func:`comparison_figure` saved as a PNG at ``path``; None if nothing to plot."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(comparison)
+    if fig is None:
+        return None
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -93,10 +93,12 @@ def step_run(step: str, params: Mapping[str, Any], *, nested: bool = False) -> I
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # subprocesses (torchrun ranks) inherit it
     mlflow.enable_system_metrics_logging()
     active = mlflow.active_run()
+    # a run that `mlflow run` or `dha run` created (MLFLOW_RUN_ID) keeps the name it was given
+    name = None if os.environ.get("MLFLOW_RUN_ID") and not nested else step
     run = (
         active
         if active is not None and not nested
-        else mlflow.start_run(run_name=step, nested=nested)
+        else mlflow.start_run(run_name=name, nested=nested)
     )
     try:
         mlflow.set_tags({STEP_TAG: step, CODE_TAG: code_version()})

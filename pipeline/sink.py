@@ -6,14 +6,19 @@ from typing import Any
 
 import mlflow
 
-__all__ = ["MlflowSink"]
+__all__ = ["MlflowSink", "BOOKKEEPING"]
+
+# Counters, not measurements: MLflow's step axis (and history.json) carries them; as metrics
+# they would chart as straight lines.
+BOOKKEEPING = frozenset({"epoch", "step", "phase"})
 
 
 class MlflowSink:
     """Forwards the trainer's metrics, dicts and figures to the active MLflow run."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        kept = {k: float(v) for k, v in metrics.items() if k not in BOOKKEEPING}
+        mlflow.log_metrics(kept, step=step)
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         mlflow.log_dict(data, name)

@@ -1,9 +1,12 @@
 """The paper's Table 5 on the user's hardware.
 
 Rows: the run's derived network and the reference architectures, all counted and timed on
-the same device in the same run. The references' Top-1/Top-5 are quoted from the paper's
-Table 5 (ImageNet) and marked "(paper)"; everything else is measured here. The paper's own
-latencies came from its hardware and are not comparable, so none are quoted.
+the same device in the same run. Each reference appears twice: in the paper's setting (224
+px, 1000 classes), with its Top-1/Top-5 quoted from the paper's Table 5 (ImageNet) and
+marked "(paper)", and at the run's own input size and class count, the like-for-like
+latency, without accuracy (it was not trained here). Every row names its input and where its
+accuracy comes from. The paper's own latencies came from its hardware and are not
+comparable, so none are quoted.
 
 Written as markdown and CSV, logged to the active MLflow run as artifacts, as an MLflow
 table, and as metrics with stable names (:func:`table5_metrics`).
@@ -27,19 +30,32 @@ __all__ = [
     "DEFAULT_REFERENCES",
     "REFERENCE_MODELS",
     "REFERENCE_TIMING",
+    "PAPER_SETTING",
     "ReferenceModel",
     "Table5",
     "Table5Row",
     "build_table5",
     "log_table5",
     "measure_references",
+    "reference_key",
     "table5_metrics",
     "write_table5",
 ]
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("Model", "Top-1", "Top-5", "Params (M)", "FLOPs (M)", "Latency (ms)", "Search space")
+COLUMNS = (
+    "Model",
+    "Input",
+    "Top-1",
+    "Top-5",
+    "Accuracy from",
+    "Params (M)",
+    "FLOPs (M)",
+    "Latency (ms)",
+    "Search space",
+)
+PAPER_SETTING = (224, 1000)  # (input px, classes) of the paper's Table 5: ImageNet
 _SPACE_LETTER = {"cell": "C", "mobilenet": "M"}  # the paper's "Search Space" column
 
 
@@ -77,6 +93,9 @@ class Table5Row:
     flops_m: float
     latency_ms: float | None
     space: str
+    resolution: int
+    num_classes: int
+    source: str  # where Top-1/Top-5 come from
     quoted: bool = False
 
     def _accuracy(self, value: float | None) -> str:
@@ -89,8 +108,10 @@ class Table5Row:
         latency = "-" if self.latency_ms is None else f"{self.latency_ms:.2f}"
         return [
             self.model,
+            f"{self.resolution} px, {self.num_classes} classes",
             self._accuracy(self.top1),
             self._accuracy(self.top5),
+            self.source,
             f"{self.params_m:.2f}",
             f"{self.flops_m:.0f}",
             latency,
@@ -112,7 +133,9 @@ class Table5:
         return (
             f"Latency: median ms of `{self.latency_key}` on {device or 'this machine'}. "
             "Params/FLOPs/latency measured in this run (FLOPs = multiply-adds, BN excluded); "
-            "accuracies marked (paper) are quoted from the paper's Table 5 (ImageNet)."
+            "accuracies marked (paper) are quoted from the paper's Table 5 (ImageNet, 224 px) "
+            "and compare with nothing measured on another dataset; compare latency only "
+            "between rows of the same input."
         )
 
     def to_markdown(self) -> str:
@@ -152,14 +175,40 @@ def measure_references(
         target = resolve_target(
             REFERENCE_MODELS[name].target, num_classes=num_classes, resolution=resolution
         )
-        reports[name] = measure_target(target, batch_sizes=batch_sizes, timing=timing, **options)
-        log.info("measured reference %s", name)
+        report = measure_target(target, batch_sizes=batch_sizes, timing=timing, **options)
+        reports[reference_key(name, report)] = report
+        log.info("measured reference %s at %d px, %d classes", name, resolution, num_classes)
     return reports
 
 
 def _median(report: MeasureReport, latency_key: str) -> float | None:
     result = next((r for r in report.latency if r.key == latency_key), None)
     return result.timing.median_ms if result is not None and result.timing else None
+
+
+def reference_key(name: str, report: MeasureReport) -> str:
+    """``name`` in the paper's setting, else ``<name>.<R>px_<C>cls`` (metric-name safe)."""
+    if (report.resolution, report.num_classes) == PAPER_SETTING:
+        return name
+    return f"{name}.{report.resolution}px_{report.num_classes}cls"
+
+
+def _reference_row(key: str, report: MeasureReport, latency_key: str) -> Table5Row:
+    ref = REFERENCE_MODELS[key.split(".", 1)[0]]
+    paper = (report.resolution, report.num_classes) == PAPER_SETTING
+    return Table5Row(
+        model=ref.label,
+        top1=ref.top1 if paper else None,
+        top5=ref.top5 if paper else None,
+        params_m=report.params_m,
+        flops_m=report.flops_m,
+        latency_ms=_median(report, latency_key),
+        space=ref.space,
+        resolution=report.resolution,
+        num_classes=report.num_classes,
+        source="ImageNet val (paper)" if paper else "not trained here",
+        quoted=paper,
+    )
 
 
 def build_table5(
@@ -170,8 +219,10 @@ def build_table5(
     references: dict[str, MeasureReport] | None = None,
     latency_key: str = "torch.cpu.bs1",
     label: str = "DHA (this run)",
+    dataset: str = "this run's",
 ) -> Table5:
-    """Table 5 rows: the derived network (its accuracies as measured, in %), then references."""
+    """Table 5 rows: the derived network (its accuracies as measured, in %, on ``dataset``'s
+    test split), then the references (keys as :func:`reference_key` makes them)."""
     rows = []
     environment: dict[str, Any] = {}
     if derived is not None:
@@ -184,23 +235,14 @@ def build_table5(
                 flops_m=derived.flops_m,
                 latency_ms=_median(derived, latency_key),
                 space=_SPACE_LETTER.get(derived.space or "", "-"),
+                resolution=derived.resolution,
+                num_classes=derived.num_classes,
+                source=f"{dataset} test split (measured)",
             )
         )
         environment = derived.environment
-    for name, report in (references or {}).items():
-        ref = REFERENCE_MODELS[name]
-        rows.append(
-            Table5Row(
-                model=ref.label,
-                top1=ref.top1,
-                top5=ref.top5,
-                params_m=report.params_m,
-                flops_m=report.flops_m,
-                latency_ms=_median(report, latency_key),
-                space=ref.space,
-                quoted=True,
-            )
-        )
+    for key, report in (references or {}).items():
+        rows.append(_reference_row(key, report, latency_key))
         environment = environment or report.environment
     return Table5(rows=rows, latency_key=latency_key, environment=environment)
 
@@ -228,8 +270,8 @@ def table5_metrics(
 
     Derived network: ``params_m``, ``flops_m``, ``top1``, ``top5``,
     ``latency_ms.<backend>.<device>.bs<N>`` (median), ``latency_p90_ms.<...>``,
-    ``throughput_ips.<...>``; each reference the same under ``ref.<name>.`` (no accuracies:
-    those are quoted, not measured).
+    ``throughput_ips.<...>``; each reference the same under ``ref.<key>.``, the key as
+    :func:`reference_key` makes it (no accuracies: those are quoted, not measured).
     """
     metrics = _report_metrics(derived) if derived is not None else {}
     metrics.update({k: v for k, v in (("top1", top1), ("top5", top5)) if v is not None})

@@ -60,11 +60,32 @@ def test_imagefolder_skips_and_counts_corrupt_images(tmp_path: Path) -> None:
     torch.testing.assert_close(unit * 255, val.float())
 
 
+def test_imagefolder_skips_and_counts_files_that_are_not_images(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    strays = ["notes.txt", ".DS_Store", "Thumbs.db"]
+    for name in strays:
+        (tmp_path / "train" / "dog" / name).write_text("x")
+    hidden = tmp_path / "val" / "cat" / ".ipynb_checkpoints"
+    hidden.mkdir()
+    Image.new("RGB", (8, 8)).save(hidden / "copy.png")  # below a hidden folder: not a sample
+    bundle = load_dataset("imagefolder", tmp_path, 16, seed=0)
+    assert bundle.skipped_non_image == len(strays) and bundle.skipped == 0
+    assert len(bundle.train) == 8 and len(bundle.val) + len(bundle.test) == 8
+
+
+def _class_of_strays(root: Path) -> None:
+    """A class whose files are not images or sit in a hidden folder: empty once skipped."""
+    for split in ("train", "val"):
+        (root / split / "bird" / ".cache").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / split / "bird" / ".cache" / "a.png")
+        (root / split / "bird" / "notes.txt").write_text("x")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda root: (root / "train" / "dog" / "notes.txt").write_text("x"), "not an image file"),
-        (lambda root: (root / "train" / "empty").mkdir(), "is empty"),
+        (lambda root: (root / "train" / "empty").mkdir(), "holds no readable image"),
+        (lambda root: _class_of_strays(root), "holds no readable image"),
         (
             lambda root: (
                 [p.unlink() for p in (root / "val" / "dog").iterdir()]

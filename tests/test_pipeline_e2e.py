@@ -69,11 +69,34 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
     }
     assert all(r.info.status == "FINISHED" for r in children)
 
+    # MLflow as its users know it: a named experiment, named runs, descriptions, datasets
+    (parent,) = parents
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.name == "dha-mobilenet-digits"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.info.run_name == "dha run: digits mobilenet dha"
+    assert {r.info.run_name for r in children} == {
+        f"{r.data.tags['dha.step']}: digits mobilenet dha" for r in children
+    }
+    assert "Table 5" in parent.data.tags["mlflow.note.content"]
+    by_step = {r.data.tags["dha.step"]: r for r in children}
+    for run in (parent, by_step["search_train"]):
+        inputs = {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs}
+        assert inputs == {
+            ("digits-train", "training"),
+            ("digits-val", "validation"),
+            ("digits-test", "test"),
+        }
+    assert not {"epoch", "step", "phase"} & set(by_step["search_train"].data.metrics)
+    derived = {a.path for a in client.list_artifacts(by_step["derive"].info.run_id, "child")}
+    assert {"child/confusion_matrix.png", "child/per_class.json"} <= derived
+
     # registry: an ONNX version with aliases; TensorRT skipped with a reason on this machine
     name = "dha-mobilenet-digits-onnx"
     version = client.get_model_version_by_alias(name, "champion")
     assert client.get_model_version_by_alias(name, "latest").version == version.version
     assert version.tags["dataset"] == "digits" and float(version.tags["top1"]) > 0
+    assert f"top-1 {version.tags['top1']}%" in version.description
     export = next(r for r in children if r.data.tags["dha.step"] == "export")
     assert export.data.tags["tensorrt"].startswith("skipped (")
     assert "models:/dha-mobilenet-digits-onnx@champion" in first.stdout
@@ -147,7 +170,9 @@ def test_bad_input_is_one_line_and_leaves_nothing_running(
 
 
 @pytest.mark.e2e
-def test_non_image_file_in_the_data_is_a_clear_error(mlflow_store: str, tmp_path: Path) -> None:
+def test_stray_and_corrupt_files_are_skipped_and_counted_in_the_run(
+    mlflow_store: str, tmp_path: Path
+) -> None:
     from PIL import Image
 
     for split in ("train", "val"):
@@ -157,20 +182,27 @@ def test_non_image_file_in_the_data_is_a_clear_error(mlflow_store: str, tmp_path
             for i in range(3):
                 Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(folder / f"{i}.png")
     (tmp_path / "data" / "train" / "a" / "labels.csv").write_text("x")
+    (tmp_path / "data" / "train" / "a" / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "data" / "val" / "b" / "broken.png").write_bytes(b"not a png")
     result = dha(
-        "run",
-        *TINY,
+        "search-train",
+        *TINY[:-2],
         "--dataset",
         "imagefolder",
         "--data-dir",
         str(tmp_path / "data"),
+        "--limit-steps-per-epoch",
+        "1",
         env_uri=mlflow_store,
-        cwd=REPO,
+        cwd=tmp_path,
         timeout=300,
     )
-    assert result.returncode == 2
-    assert "not an image file" in result.stderr and "labels.csv" in result.stderr
-    _assert_nothing_left_running(MlflowClient(mlflow_store))
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(mlflow_store)
+    (run,) = _runs(client)
+    assert run.data.params["data.skipped_non_image"] == "2"
+    assert run.data.params["data.skipped_unreadable"] == "1"
+    _assert_nothing_left_running(client)
 
 
 @pytest.mark.e2e

@@ -15,10 +15,10 @@ import mlflow
 import torch
 
 from dha_train.data import load_dataset
-from dha_train.evaluation import evaluate
 from export.wrap import deployable
 from pipeline.arch_plot import draw_architecture
 from pipeline.artifacts import CHILD_DIR, load_derived, log_derived
+from pipeline.class_report import class_report, confusion_figure, predict_split
 from pipeline.params import STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run
 from pipeline.steps.search_train import TRAINED_DIR
@@ -40,11 +40,14 @@ def run(args: argparse.Namespace) -> None:
         )
         device = torch.device(values["target_device"])
         model = deployable(trained.model, meta["mean"], meta["std"]).to(device).eval()
-        scores = evaluate(
+        logits, labels = predict_split(
             model, data.test, batch_size=128, workers=values["workers"], device=device
         )
-        top1, top5 = scores["top1"], scores["top5"]  # evaluate returns percent
-        mlflow.log_metrics({"top1": top1, "top5": top5, "test_loss": scores["loss"]})
+        report = class_report(logits, labels, data.class_names)
+        top1, top5 = report.top1, report.top5
+        mlflow.log_metrics({"top1": top1, "top5": top5, "test_loss": report.loss})
+        mlflow.log_dict(report.to_dict(), f"{CHILD_DIR}/per_class.json")
+        mlflow.log_figure(confusion_figure(report), f"{CHILD_DIR}/confusion_matrix.png")
         log_derived(trained.arch, trained.model, {**meta, "top1": top1, "top5": top5})
         figure = draw_architecture(trained.arch)
         mlflow.log_figure(figure, f"{CHILD_DIR}/architecture.png")

@@ -21,8 +21,16 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
+from pipeline.dataset_inputs import log_splits
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
-from pipeline.runs import ERROR_TAG, as_strings, find_reusable_run, project_root, step_run
+from pipeline.runs import (
+    ERROR_TAG,
+    as_strings,
+    default_tracking_uri,
+    find_reusable_run,
+    project_root,
+    step_run,
+)
 from pipeline.steps import search_train
 
 __all__ = ["add_arguments", "run"]
@@ -30,6 +38,7 @@ __all__ = ["add_arguments", "run"]
 log = logging.getLogger(__name__)
 
 
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 STEPS = ("search_train", "derive", "measure", "export", "register", "compare")
 # step parameters that carry an earlier step's run id
 RUN_ID_PARAMS = {
@@ -48,7 +57,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params(parser, STEP_PARAMS["main"])
 
 
-def _launch(step: str, params: dict[str, Any], *, parent: mlflow.ActiveRun, reuse: bool) -> str:
+def job_label(values: dict[str, Any]) -> str:
+    """What a run is about, for run and experiment names: ``digits mobilenet dha``."""
+    return f"{values['dataset']} {values['space']} {values['mode']}"
+
+
+def _use_named_experiment(values: dict[str, Any]) -> None:
+    """Log to an experiment named after the job (``dha-<space>-<dataset>``), not Default.
+
+    ``mlflow run`` (which picks the experiment itself: --experiment-name) and an explicit
+    MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID win.
+    """
+    if any(os.environ.get(k) for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")):
+        return
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"dha-{values['space']}-{values['dataset']}"
+    mlflow.set_tracking_uri(default_tracking_uri())
+    mlflow.set_experiment(name)
+
+
+def _description(values: dict[str, Any], summary: str) -> str:
+    """The parent run's description (MLflow's note): what was searched, budgets, results."""
+    budgets = ", ".join(
+        f"{k} <= {values[k]}"
+        for k in ("max_params_m", "max_flops_m", "max_latency_ms")
+        if values.get(k) is not None
+    )
+    return (
+        f"DHA ({values['mode']}) on **{values['dataset']}**, {values['space']} space, "
+        f"budget: {budgets or 'none'}, target device {values['target_device']}. "
+        "Child runs: one per step.\n" + summary
+    )
+
+
+def _launch(
+    step: str, params: dict[str, Any], *, parent: mlflow.ActiveRun, reuse: bool, label: str
+) -> str:
     """Run (or reuse) one step as a child run of ``parent``; return its run id."""
     experiment_id = parent.info.experiment_id
     strings = as_strings(params)
@@ -60,7 +103,7 @@ def _launch(step: str, params: dict[str, Any], *, parent: mlflow.ActiveRun, reus
             return found.info.run_id
     client = MlflowClient()
     child = client.create_run(
-        experiment_id, run_name=step, tags={"mlflow.parentRunId": parent.info.run_id}
+        experiment_id, run_name=f"{step}: {label}", tags={"mlflow.parentRunId": parent.info.run_id}
     )
     mlflow.set_tag(f"dha.run.{step}", child.info.run_id)
     print(f"[{step}] starting run {child.info.run_id}", flush=True)
@@ -102,8 +145,13 @@ def run(args: argparse.Namespace) -> None:
     # the steps run `dha <step>` in a shell: make this interpreter's `dha` the one found
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     search_params = {k: values[k] for k in STEP_PARAMS["search_train"]}
-    search_train.preflight(search_params, formats=values["formats"])  # fail before any step
+    data = search_train.preflight(search_params, formats=values["formats"])  # before any step
+    _use_named_experiment(values)
     with step_run("main", values) as parent:
+        mlflow.set_tag("mlflow.runName", f"dha run: {job_label(values)}")
+        # MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) pages
+        MlflowClient().set_experiment_tag(parent.info.experiment_id, *_EXPERIMENT_KIND)
+        log_splits(data, data_dir=values["data_dir"])
         ids: dict[str, str] = {}
         for step in STEPS:
             params = {
@@ -114,11 +162,17 @@ def run(args: argparse.Namespace) -> None:
             }
             # compare always reruns: the experiment it summarises has changed since last time
             ids[step] = _launch(
-                step, params, parent=parent, reuse=values["reuse"] and step != "compare"
+                step,
+                params,
+                parent=parent,
+                reuse=values["reuse"] and step != "compare",
+                label=job_label(values),
             )
         mlflow.log_dict(ids, "step_runs.json")
         client = MlflowClient()
         measured = client.get_run(ids["measure"]).data.metrics  # the parent shows Table 5 too
         mlflow.log_metrics({k: v for k, v in measured.items() if not k.startswith("ref.")})
-        print(_summary(client, ids["measure"], ids["register"]), flush=True)
+        summary = _summary(client, ids["measure"], ids["register"])
+        mlflow.set_tag("mlflow.note.content", _description(values, summary))
+        print(summary, flush=True)
     sys.stdout.flush()

@@ -26,11 +26,19 @@ from pipeline.latency import BACKENDS, LatencyConfig, validate_choices
 from pipeline.measurement import MeasureReport, measure_model, measure_target, resolve_target
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run
-from pipeline.table5 import build_table5, log_table5, measure_references, table5_metrics
+from pipeline.table5 import (
+    PAPER_SETTING,
+    build_table5,
+    log_table5,
+    measure_references,
+    table5_metrics,
+)
 
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
+
+DRIFT_FLAG_PCT = 10.0  # a timing whose chunk medians moved more than this is flagged as noisy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,14 +79,47 @@ def _describe(report: MeasureReport) -> str:
         if r.timing is None:
             lines.append(f"  {r.key}: {r.status} ({r.reason})")
         else:
+            drift = r.timing.drift_pct
+            noisy = (
+                f"; drift {drift:.0f}%: the machine's speed changed while timing, rerun with "
+                "--threads 1 --max-seconds 20"
+                if drift > DRIFT_FLAG_PCT
+                else ""
+            )
             lines.append(
                 f"  {r.key}: median {r.timing.median_ms:.2f} ms, p90 {r.timing.p90_ms:.2f} ms, "
-                f"{r.throughput_ips:.0f} img/s"
+                f"{r.throughput_ips:.0f} img/s{noisy}"
             )
     return "\n".join(lines)
 
 
+def _check_standalone(args: argparse.Namespace) -> None:
+    """Flags of a standalone measurement that no measurement could use."""
+    for flag, value, least in (
+        ("--resolution", args.resolution, 8),
+        ("--num-classes", args.num_classes, 1),
+        ("--threads", args.threads, 1),
+    ):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} {value}: must be at least {least}")
+    if args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds {args.max_seconds}: give a time bound above 0 s")
+    if args.weights and not args.arch.endswith(".json"):
+        raise ConfigError("--weights goes with an architecture JSON: --arch <arch.json>")
+
+
+def _all_skipped(report: MeasureReport) -> None:
+    """A UserError when timings were asked for and none could run here."""
+    if report.latency and all(r.timing is None for r in report.latency):
+        reasons = "; ".join(f"{r.key}: {r.reason}" for r in report.latency[:3])
+        raise ConfigError(
+            f"no timing could run on this machine ({reasons}): choose --backends and "
+            "--target-device that it has"
+        )
+
+
 def _standalone(args: argparse.Namespace, values: dict) -> None:
+    _check_standalone(args)
     target = resolve_target(
         args.arch, num_classes=args.num_classes, resolution=args.resolution, weights=args.weights
     )
@@ -91,6 +132,7 @@ def _standalone(args: argparse.Namespace, values: dict) -> None:
         timing=LatencyConfig(max_seconds=args.max_seconds),
     )
     print(report.to_json() if args.json else _describe(report), flush=True)
+    _all_skipped(report)
 
 
 def _step(args: argparse.Namespace, values: dict) -> None:
@@ -112,15 +154,25 @@ def _step(args: argparse.Namespace, values: dict) -> None:
             space=derived.space,
             source=f"runs:/{values['derive_run_id']}",
         )
-        refs = measure_references(
-            references, devices=(device,), backends=_backends(args.backends), threads=args.threads
-        )
+        options = {"devices": (device,), "backends": _backends(args.backends)}
+        refs = measure_references(references, threads=args.threads, **options)
+        # ... and at the run's own input and class count: the like-for-like latency
+        here = (derived.resolution, derived.num_classes)
+        if here != PAPER_SETTING:
+            refs |= measure_references(
+                references,
+                resolution=here[0],
+                num_classes=here[1],
+                threads=args.threads,
+                **options,
+            )
         table = build_table5(
             report,
             top1=derived.top1,
             top5=derived.top5,
             references=refs,
             latency_key=f"torch.{device}.bs1",
+            dataset=derived.meta["dataset"],
         )
         metrics = table5_metrics(report, top1=derived.top1, top5=derived.top5, references=refs)
         log_table5(table, metrics, reports={"derived": report, **refs})

@@ -1,8 +1,9 @@
 """predict: the top-5 classes of images, with a registered (or any MLflow) model.
 
 Example: dha predict --model models:/dha-mobilenet-digits-onnx@champion photo.png images/
-Folders are searched for image files (not recursively into hidden folders). Runs on the CPU
-for ONNX models; a TensorRT model needs the GPU kind it was built on.
+Folders are searched for image files (not recursively into hidden folders); a file that
+cannot be decoded is left out and reported, the others are predicted. Runs on the CPU for
+ONNX models; a TensorRT model needs the GPU kind it was built on.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from dha_train.data import IMAGE_EXTENSIONS
-from dha_train.errors import UserError
+from dha_train.errors import ConfigError, UserError
 from export.inference import format_predictions, load_classifier
-from pipeline.runs import default_tracking_uri
+from pipeline.model_uri import check_model_uri
 
 __all__ = ["add_arguments", "run", "image_paths"]
 
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def image_paths(items: list[str]) -> list[Path]:
-    """Files as given; folders expanded to their image files, sorted."""
+    """Files as given; folders expanded to their image files (hidden folders below left out)."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
@@ -38,7 +41,7 @@ def image_paths(items: list[str]) -> list[Path]:
                 p
                 for p in path.rglob("*")
                 if p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.parts)
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
                 raise UserError(
@@ -52,10 +55,30 @@ def image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def run(args: argparse.Namespace) -> None:
-    import mlflow
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded as an image, or None if it can."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
-    mlflow.set_tracking_uri(default_tracking_uri())
+
+def run(args: argparse.Namespace) -> None:
+    if args.top < 1:
+        raise ConfigError(f"--top {args.top}: give the number of classes to show per image (>= 1)")
     paths = image_paths(args.images)
-    classifier = load_classifier(args.model)
-    print(format_predictions(paths, classifier.topk(paths, k=args.top)), flush=True)
+    bad = {p: why for p in paths if (why := _unreadable(p)) is not None}
+    good = [p for p in paths if p not in bad]
+    if not good:
+        first, why = next(iter(bad.items()))
+        raise UserError(f"no readable image among the {len(paths)} given ({first}: {why})")
+    classifier = load_classifier(check_model_uri(args.model))
+    print(format_predictions(good, classifier.topk(good, k=args.top)), flush=True)
+    if bad:
+        first, why = next(iter(bad.items()))
+        raise UserError(
+            f"{len(bad)} of {len(paths)} images could not be read and were left out "
+            f"(first: {first}: {why}); the others were predicted above"
+        )

@@ -14,10 +14,13 @@ import json
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dha_train.errors import UserError
 from export.registry import CHAMPION, LATEST, register_model_version, registered_name
 from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.run_ids import resolve_run_id
 from pipeline.runs import step_run
 
 __all__ = ["add_arguments", "run"]
@@ -45,16 +48,38 @@ def _version_tags(export_run_id: str, measure: mlflow.entities.Run) -> dict[str,
     return tags
 
 
+def _description(fmt: str, tags: dict[str, str], budgets: dict[str, float | None]) -> str:
+    """The model version's description: what it is, what it scored, what it costs."""
+    latency = "; ".join(f"{k}: {v}" for k, v in tags.items() if k.startswith("latency_ms."))
+    limits = ", ".join(f"{k} <= {v}" for k, v in budgets.items() if v is not None) or "none"
+    return (
+        f"{fmt} model of the child network DHA ({tags.get('mode', '?')}) derived from the "
+        f"{tags.get('space', '?')} space on {tags.get('dataset', '?')}. Test top-1 "
+        f"{tags.get('top1', '?')}%, top-5 {tags.get('top5', '?')}%; {tags.get('params_m', '?')} M "
+        f"params, {tags.get('flops_m', '?')} M multiply-adds; {latency or 'latency not measured'}."
+        f" Budget: {limits}. Input float32 RGB in [0, 1], (N, 3, R, R); output logits. "
+        f"Runs: export {tags['export_run_id']}, measure {tags['measure_run_id']}."
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["register"])
     with step_run("register", values) as active:
         client = MlflowClient()
-        exported = json.loads(
-            Path(client.download_artifacts(values["export_run_id"], "exported.json")).read_text()
+        export_id = resolve_run_id(client, values["export_run_id"], what="export run")
+        try:
+            exported = json.loads(
+                Path(client.download_artifacts(export_id, "exported.json")).read_text()
+            )
+        except MlflowException:
+            raise UserError(
+                f"run {export_id} has no exported.json: pass the id of a FINISHED export step"
+            ) from None
+        measure = client.get_run(
+            resolve_run_id(client, values["measure_run_id"], what="measure run")
         )
-        measure = client.get_run(values["measure_run_id"])
-        tags = _version_tags(values["export_run_id"], measure)
-        export_tags = client.get_run(values["export_run_id"]).data.tags
+        tags = _version_tags(export_id, measure)
+        export_tags = client.get_run(export_id).data.tags
         budgets = {
             k: (float(tags[k]) if tags.get(k) else None)
             for k in ("max_params_m", "max_flops_m", "max_latency_ms")
@@ -66,6 +91,9 @@ def run(args: argparse.Namespace) -> None:
             )
             extra = {"format": fmt, "tensorrt": export_tags.get("tensorrt", "")}
             registered = register_model_version(uri, name=name, tags=tags | extra, budgets=budgets)
+            client.update_model_version(
+                name, registered.version, description=_description(fmt, tags, budgets)
+            )
             alias = CHAMPION if CHAMPION in registered.aliases else LATEST
             versions.append(
                 {

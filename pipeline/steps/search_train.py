@@ -35,11 +35,13 @@ from dha_train import distributed
 from dha_train.budgets import Budget, CostModel
 from dha_train.data import DataBundle, load_dataset
 from dha_train.errors import ConfigError
-from dha_train.spaces import SpaceConfig
+from dha_train.spaces import SpaceConfig, validate_architecture
+from dha_train.spaces.named import baseline_architecture
 from dha_train.train_config import TrainConfig
 from dha_train.trainer import train
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
+from pipeline.dataset_inputs import log_splits
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import code_version, step_run
 from pipeline.sink import MlflowSink
@@ -173,6 +175,7 @@ def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBund
             )
     data = load_dataset(v["dataset"], v["data_dir"] or None, int(v["resolution"]), v["seed"])
     train_config(v, data)  # the search settings agree with each other
+    validate_architecture(baseline_architecture(space_config(v, data.num_classes)))  # sizes
     budget = budget_of(v)
     if any(x is not None for x in vars(budget).values()):
         latency_device = v["target_device"] if budget.max_latency_ms is not None else None
@@ -258,10 +261,14 @@ def _run_rank(
             {
                 "sizes": data.sizes(),
                 "skipped_unreadable": data.skipped,
+                "skipped_non_image": data.skipped_non_image,
                 "classes": data.class_names,
             },
             "data.json",
         )
+        skipped = {"unreadable": data.skipped, "non_image": data.skipped_non_image}
+        mlflow.log_params({f"data.skipped_{k}": n for k, n in skipped.items()})
+        log_splits(data, data_dir=v["data_dir"])
         result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
         mlflow.log_artifacts(str(workdir), "checkpoints")
         meta = {
@@ -286,7 +293,7 @@ def _run_rank(
             "search_run_id": active.info.run_id,
         }
         log_derived(result.architecture, result.model, meta, folder=TRAINED_DIR)
-        top1 = result.test.get("top1", 0.0)
+        top1 = result.test.get("top1", 0.0)  # percent, as every accuracy
         print(
             f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
             f"with {result.architecture.space} architecture; child logged to "
