@@ -78,9 +78,16 @@ def main() -> None:
     runs, timers = {}, {}
     for name, (mode, hpo_batch) in settings.items():
         cfg = TrainConfig(
-            space=space, mode=mode, hpo_batch=hpo_batch, device=str(device), progress=False
+            space=space,
+            mode=mode,
+            hpo_batch=hpo_batch,
+            device=str(device),
+            progress=False,
+            warmup_fraction=0.0,  # time the search step itself, not the warm-up's random paths
         )
-        runs[name] = build_phase(cfg, data, MODES[mode][0], arch=None, phase_idx=0)
+        runs[name] = build_phase(
+            cfg, data, MODES[mode][0], arch=None, phase_idx=0, phase_steps=1000
+        )
         runs[name].net.train()
         # Same seed, same b at the start; without re-recovery the support stays that one,
         # so every setting trains the same child (b's updates still run and are timed).

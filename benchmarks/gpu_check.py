@@ -177,8 +177,10 @@ def section_dha_step(state: State) -> None:
     y = torch.tensor([int(data.train[i][1]) for i in range(batch)], device=s.device)
     base = None
     for amp, channels_last in ((False, False), (True, False), (False, True), (True, True)):
-        cfg = _train_config(s, s.resolution, batch, amp=amp, channels_last=channels_last)
-        run = build_phase(cfg, data, MODES["dha"][0], arch=None, phase_idx=0)
+        cfg = _train_config(
+            s, s.resolution, batch, amp=amp, channels_last=channels_last, warmup_fraction=0.0
+        )
+        run = build_phase(cfg, data, MODES["dha"][0], arch=None, phase_idx=0, phase_steps=1000)
         stats = time_callable(
             functools.partial(run.step, x, y),
             device=s.device,
