@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -198,20 +200,32 @@ def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 def settle_champion(client: MlflowClient, name: str) -> tuple[ModelVersion | None, list]:
     """Point ``name@champion`` at :func:`choose_champion` of the registry, checked by reading
-    back; returns (champion or None, the versions read last)."""
+    back; returns (champion or None, the versions read last).
+
+    A write that collides with another process's write (SQLite raises a UNIQUE constraint
+    error when two processes insert the alias at once) is not an error: the next read
+    decides again.
+    """
+    collision: MlflowException | None = None
     for _ in range(_SETTLE_ROUNDS):
         versions = _versions(client, name)
         best = choose_champion(versions)
         holder = current_champion(client, name)
         if _number(holder) == _number(best):
             return best, versions
-        if best is None:
-            client.delete_registered_model_alias(name, CHAMPION)
-            logger.info("%s: no eligible version left; champion alias removed", name)
-        else:
-            client.set_registered_model_alias(name, CHAMPION, best.version)
-            logger.info("%s: champion -> v%s", name, best.version)
+        try:
+            if best is None:
+                client.delete_registered_model_alias(name, CHAMPION)
+                logger.info("%s: no eligible version left; champion alias removed", name)
+            else:
+                client.set_registered_model_alias(name, CHAMPION, best.version)
+                logger.info("%s: champion -> v%s", name, best.version)
+        except MlflowException as exc:
+            collision = exc
+            logger.info("%s: champion write collided (%s); reading again", name, exc.error_code)
+            time.sleep(random.uniform(0.0, 0.05))
     raise RegistrationError(
-        f"the champion of {name} did not settle in {_SETTLE_ROUNDS} rounds; another process "
-        "keeps moving it; rerun register"
+        f"the champion of {name} did not settle in {_SETTLE_ROUNDS} rounds (last error: "
+        f"{collision.message if collision else 'none'}); another process keeps moving it; "
+        "rerun register"
     )
