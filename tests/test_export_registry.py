@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from export.champion import current_champion, eligibility
-from export.errors import RegistrationError
+from export.errors import ExportError, RegistrationError
 from export.inference import load_images
 from export.registry import CHAMPION, LATEST, register_model_version, registered_name
 from tests.conftest import REPO
@@ -172,3 +174,31 @@ def test_registered_name_scheme() -> None:
     )
     with pytest.raises(RegistrationError, match="format"):
         registered_name("cell", "cifar10", "pt")
+
+
+def test_load_classifier_checks_the_onnx_file_against_its_recorded_sha256(
+    logged_uri, tmp_path
+) -> None:
+    from export.flavors import ONNX_SHA256
+    from export.inference import load_classifier
+    from tests.test_export_support import _log_digits_model
+
+    uri = _log_digits_model(tmp_path)  # its own copy: this test changes the file
+    sha = mlflow.models.get_model_info(uri).metadata[ONNX_SHA256]
+    name = registered_name("tiny", "digits", "onnx", prefix="sha")
+    good = register_model_version(
+        uri, name=name, tags={**_tags(90.0), ONNX_SHA256: sha}, budgets=BUDGETS
+    )
+    probs = load_classifier(good.model_uri)(np.zeros((1, 3, RESOLUTION, RESOLUTION), np.float32))
+    assert probs.shape == (1, len(CLASS_NAMES))
+    wrong = register_model_version(
+        uri, name=name, tags={**_tags(90.0), ONNX_SHA256: "0" * 64}, budgets=BUDGETS
+    )
+    with pytest.raises(ExportError, match="registered version's tag"):
+        load_classifier(wrong.model_uri)
+    model_id = uri.removeprefix("models:/")
+    stored = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+    onnx_file = stored / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(ExportError, match="MLmodel metadata"):
+        load_classifier(good.alias_uri(CHAMPION))
