@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +105,27 @@ def log_onnx_model(
 
 
 class TensorRTPyfunc(PythonModel):
-    """Pyfunc around :class:`export.tensorrt_engine.TensorRTRunner` (artifacts: plan, sidecar)."""
+    """Pyfunc around :class:`export.tensorrt_engine.TensorRTRunner` (artifacts: plan, sidecar).
+
+    ``mlflow models serve`` answers requests in threads, and a TensorRT execution context
+    holds one input shape and one set of tensor addresses at a time: requests take turns on
+    it under a lock (one engine, one context, one stream per loaded model).
+    """
 
     def load_context(self, context: PythonModelContext) -> None:
         """Check the sidecar against this machine and deserialise the engine."""
         from export.tensorrt_engine import TensorRTRunner
 
-        self._runner = TensorRTRunner(
-            Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
+        self.serve_with(
+            TensorRTRunner(
+                Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
+            )
         )
+
+    def serve_with(self, runner: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Answer requests with ``runner`` (the engine runner; a stand-in in CPU tests)."""
+        self._runner = runner
+        self._lock = threading.Lock()
 
     def predict(
         self,
@@ -121,7 +135,10 @@ class TensorRTPyfunc(PythonModel):
     ) -> dict[str, np.ndarray]:
         """``{"logits": (N, classes)}`` for ``images`` (N, 3, R, R)."""
         images = model_input[INPUT_NAME] if isinstance(model_input, dict) else model_input
-        return {OUTPUT_KEY: self._runner(np.asarray(images, dtype=np.float32))}
+        array = np.asarray(images, dtype=np.float32)
+        with self._lock:
+            logits = self._runner(array)
+        return {OUTPUT_KEY: logits}
 
 
 def log_tensorrt_model(

@@ -19,9 +19,9 @@ from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
 from PIL import Image
 
+from export.engine_sidecar import sha256_of
 from export.errors import ExportError
 from export.flavors import ONNX_SHA256, OUTPUT_KEY, model_metadata
-from export.runtime_report import file_sha256
 
 __all__ = ["Classifier", "ImageInput", "load_classifier", "load_images", "format_predictions"]
 
@@ -127,7 +127,7 @@ def _check_onnx_file(model_uri: str, local: Path) -> None:
     conf = mlmodel.flavors.get("onnx")
     if conf is None:
         return
-    actual = file_sha256(local / conf["data"])
+    actual = sha256_of(local / conf["data"])
     recorded = {
         "its MLmodel metadata": (mlmodel.metadata or {}).get(ONNX_SHA256),
         "the registered version's tag": _registered_tag(model_uri, ONNX_SHA256),

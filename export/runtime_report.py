@@ -8,7 +8,6 @@ not PyTorch's, go onto the format's registered version (:meth:`RuntimeReport.tag
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from collections.abc import Callable, Sequence
@@ -27,7 +26,6 @@ from export.onnx_export import INPUT_NAME, OUTPUT_NAME
 __all__ = [
     "RuntimeReport",
     "Predictor",
-    "file_sha256",
     "onnx_predictor",
     "topk_accuracy",
     "measure_runtime",
@@ -85,15 +83,6 @@ class RuntimeReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RuntimeReport:
         return cls(**{**data, "providers": tuple(data["providers"])})
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_predictor(

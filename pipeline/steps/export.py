@@ -31,7 +31,9 @@ from export.tensorrt_engine import (
     TensorRTRunner,
     build_engine,
     check_engine_parity,
+    current_platform,
     tensorrt_status,
+    timing_cache_path,
 )
 from export.wrap import deployable
 from pipeline.artifacts import DerivedModel, load_derived
@@ -73,7 +75,7 @@ def _tensorrt(
         work / "tensorrt",
         precision=precision,
         resolution=derived.resolution,
-        timing_cache_path=work / "timing.cache",
+        timing_cache_path=timing_cache_path(current_platform()),
     )
     runner = TensorRTRunner(engine.plan)
     report = check_engine_parity(model, runner, images, strict=True)
