@@ -182,7 +182,8 @@ def _prepared(
         raise RegistrationError(f"registered names {names} repeat; expected one per format")
     prepared = []
     for request in requests:
-        registered_name("x", "x", request.fmt)  # a known format
+        if request.fmt not in FORMATS:
+            raise RegistrationError(f"format {request.fmt!r} is unknown; expected one of {FORMATS}")
         tags = {str(k): str(v) for k, v in request.tags.items()} | budget
         tags |= {KEY_TAG: key, "format": request.fmt}
         accuracy_of(tags, f"model {request.model_uri}")
