@@ -148,3 +148,16 @@ def test_injected_failure_against_a_real_server(mlflow_server, tmp_path, monkeyp
     assert all(CHAMPION in r.aliases and r.created for r in results)
     for name in names:  # the earlier version and this one: nothing left from the failures
         assert len(client.search_model_versions(f"name = '{name}'")) == 2
+
+
+@pytest.mark.parametrize(
+    ("requests", "match"),
+    [([VersionRequest("pt", "refused-pt", "models:/m-x", {"val_top1": "90"})], "format 'pt'"),
+     ([VersionRequest("onnx", "refused-twice", "models:/m-x", {"val_top1": "90"})] * 2, "repeat"),
+     ([VersionRequest("onnx", "refused-top1", "models:/m-x", {"val_top1": "inf"})], "finite")],
+)  # fmt: skip
+def test_bad_requests_are_refused_before_anything_is_created(logged_uri, requests, match) -> None:
+    with pytest.raises(RegistrationError, match=match):
+        register_export(requests, key="k", budgets=BUDGETS)
+    names = {r.name for r in requests}
+    assert [m for m in MlflowClient().search_registered_models() if m.name in names] == []
