@@ -8,7 +8,10 @@ formats by URI alone. Class names and the resolution travel in the model's metad
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from export.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_execution_providers
 
 __all__ = [
     "OUTPUT_KEY",
+    "ONNX_SHA256",
     "model_signature",
     "model_metadata",
     "log_onnx_model",
@@ -35,6 +39,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OUTPUT_KEY = OUTPUT_NAME  # pyfunc predict returns {OUTPUT_KEY: logits}
+ONNX_SHA256 = "onnx_sha256"  # metadata key and registered-version tag
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -76,7 +81,8 @@ def log_onnx_model(
     resolution: int,
     providers: list[str] | None = None,
 ) -> ModelInfo:
-    """Log ``onnx_path`` as an MLflow ONNX model (a LoggedModel) in the active run.
+    """Log ``onnx_path`` as an MLflow ONNX model (a LoggedModel) in the active run, with the
+    sha256 of the file it writes in its metadata (``onnx_sha256``, checked on load).
 
     ``providers`` default to :func:`onnx_execution_providers` of this machine (CUDA only
     where present; the onnx flavor's default lists CUDA everywhere and warns on CPU).
@@ -84,12 +90,14 @@ def log_onnx_model(
     import onnx
 
     proto = onnx.load(str(onnx_path))
+    # the flavor writes proto.SerializeToString() as model.onnx: its sha256 is the file's
+    sha256 = hashlib.sha256(proto.SerializeToString()).hexdigest()
     info = mlflow.onnx.log_model(
         proto,
         name=name,
         signature=model_signature(resolution, len(class_names)),
         onnx_execution_providers=providers or onnx_execution_providers(),
-        metadata=_metadata("onnx", class_names, resolution),
+        metadata={**_metadata("onnx", class_names, resolution), ONNX_SHA256: sha256},
         save_as_external_data=False,
     )
     logger.info("logged ONNX model %s as %s", onnx_path, info.model_uri)
@@ -97,15 +105,27 @@ def log_onnx_model(
 
 
 class TensorRTPyfunc(PythonModel):
-    """Pyfunc around :class:`export.tensorrt_engine.TensorRTRunner` (artifacts: plan, sidecar)."""
+    """Pyfunc around :class:`export.tensorrt_engine.TensorRTRunner` (artifacts: plan, sidecar).
+
+    ``mlflow models serve`` answers requests in threads, and a TensorRT execution context
+    holds one input shape and one set of tensor addresses at a time: requests take turns on
+    it under a lock (one engine, one context, one stream per loaded model).
+    """
 
     def load_context(self, context: PythonModelContext) -> None:
         """Check the sidecar against this machine and deserialise the engine."""
         from export.tensorrt_engine import TensorRTRunner
 
-        self._runner = TensorRTRunner(
-            Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
+        self.serve_with(
+            TensorRTRunner(
+                Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
+            )
         )
+
+    def serve_with(self, runner: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Answer requests with ``runner`` (the engine runner; a stand-in in CPU tests)."""
+        self._runner = runner
+        self._lock = threading.Lock()
 
     def predict(
         self,
@@ -115,7 +135,10 @@ class TensorRTPyfunc(PythonModel):
     ) -> dict[str, np.ndarray]:
         """``{"logits": (N, classes)}`` for ``images`` (N, 3, R, R)."""
         images = model_input[INPUT_NAME] if isinstance(model_input, dict) else model_input
-        return {OUTPUT_KEY: self._runner(np.asarray(images, dtype=np.float32))}
+        array = np.asarray(images, dtype=np.float32)
+        with self._lock:
+            logits = self._runner(array)
+        return {OUTPUT_KEY: logits}
 
 
 def log_tensorrt_model(

@@ -14,11 +14,14 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
+from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
 from PIL import Image
 
+from export.engine_sidecar import sha256_of
 from export.errors import ExportError
-from export.flavors import OUTPUT_KEY, model_metadata
+from export.flavors import ONNX_SHA256, OUTPUT_KEY, model_metadata
 
 __all__ = ["Classifier", "ImageInput", "load_classifier", "load_images", "format_predictions"]
 
@@ -99,9 +102,53 @@ class Classifier:
         ]
 
 
+def _registered_tag(model_uri: str, key: str) -> str | None:
+    """Tag ``key`` of the registered version a ``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>`` URI names (None for other URIs or an absent tag)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    rest = model_uri.removeprefix("models:/").strip("/")
+    client = MlflowClient()
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in rest:
+        name, number = rest.split("/", 1)
+        version = client.get_model_version(name, number)
+    else:  # models:/<logged model id>: not a registered version
+        return None
+    return version.tags.get(key)
+
+
+def _check_onnx_file(model_uri: str, local: Path) -> None:
+    """The ONNX file must hash to the sha256 recorded in its metadata and, for a registered
+    version, in the version's tag (ExportError naming both on a mismatch)."""
+    mlmodel = Model.load(str(local))
+    conf = mlmodel.flavors.get("onnx")
+    if conf is None:
+        return
+    actual = sha256_of(local / conf["data"])
+    recorded = {
+        "its MLmodel metadata": (mlmodel.metadata or {}).get(ONNX_SHA256),
+        "the registered version's tag": _registered_tag(model_uri, ONNX_SHA256),
+    }
+    if not any(recorded.values()):
+        logger.warning("%s records no %s; its ONNX file is not checked", model_uri, ONNX_SHA256)
+    for where, expected in recorded.items():
+        if expected and expected != actual:
+            raise ExportError(
+                f"the ONNX file of {model_uri} has sha256 {actual[:16]}..., but {where} "
+                f"records {expected[:16]}...; the file was changed after registration; "
+                "re-export and register the model"
+            )
+
+
 def load_classifier(model_uri: str) -> Classifier:
-    """Load ``models:/<name>@<alias>`` (or any MLflow model URI) as a :class:`Classifier`."""
-    model = mlflow.pyfunc.load_model(model_uri)
+    """Load ``models:/<name>@<alias>`` (or any MLflow model URI) as a :class:`Classifier`,
+    after checking the ONNX file against the sha256 recorded for it."""
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    _check_onnx_file(model_uri, local)
+    model = mlflow.pyfunc.load_model(str(local))
     meta = model_metadata(model)
     logger.info(
         "loaded %s (%s, %d classes)", model_uri, meta.get("format"), len(meta["class_names"])

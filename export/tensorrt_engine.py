@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,15 @@ def current_platform() -> PlatformInfo:
         compute_capability=f"{major}.{minor}",
         cuda_version=str(torch.version.cuda),
     )
+
+
+def timing_cache_path(platform: PlatformInfo) -> Path:
+    """The persistent timing cache for this TensorRT version and GPU architecture:
+    ``$DHA_CACHE_DIR`` (default ``~/.cache/dha``)``/tensorrt/timing-<trt>-sm<cc>.cache``.
+    Builds on the same GPU kind reuse it; another TensorRT or architecture gets its own."""
+    root = Path(os.environ.get("DHA_CACHE_DIR") or Path.home() / ".cache" / "dha")
+    arch = platform.compute_capability.replace(".", "")
+    return root / "tensorrt" / f"timing-{platform.tensorrt_version}-sm{arch}.cache"
 
 
 def fp16_onnx(onnx_path: Path, out_path: Path) -> Path:
@@ -222,7 +232,10 @@ def build_engine(
     cache_bytes = (
         timing_cache_path.read_bytes() if timing_cache_path and timing_cache_path.is_file() else b""
     )
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
+    if not config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False):
+        raise ExportError(
+            f"TensorRT refused the timing cache {timing_cache_path}; delete it and rebuild"
+        )
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -277,22 +290,50 @@ class TensorRTRunner:
                 f"TensorRT could not deserialise {self.plan_path} although its sidecar matches "
                 "this machine; rebuild the engine"
             )
+        self._check_io(trt)
         self._context = self._engine.create_execution_context()
         self._device = torch.device("cuda", torch.cuda.current_device())
+        self._stream = torch.cuda.Stream(self._device)  # its own stream, not the legacy default
+
+    def _check_io(self, trt: ModuleType) -> None:
+        """The engine's own I/O names and dtypes must be the sidecar's, float32 in and out."""
+        engine, side = self._engine, self.sidecar
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        dtypes = {n: engine.get_tensor_dtype(n) for n in names}
+        if inputs != [side.input_name] or outputs != [side.output_name]:
+            raise EngineMismatchError(
+                f"TensorRT engine {self.plan_path.name} has inputs {inputs} and outputs "
+                f"{outputs}; its sidecar says {side.input_name!r} -> {side.output_name!r}; "
+                "rebuild the engine with build_engine"
+            )
+        wrong = {n: str(d) for n, d in dtypes.items() if d != trt.DataType.FLOAT}
+        if wrong:
+            raise EngineMismatchError(
+                f"TensorRT engine {self.plan_path.name} has non-float32 I/O {wrong}; expected "
+                "float32 inputs and outputs (fp16 engines keep fp32 I/O); rebuild the engine"
+            )
+
+    def _check(self, ok: bool, call: str) -> None:
+        if not ok:
+            raise RuntimeError(f"TensorRT {call} returned False for {self.plan_path.name}")
 
     def _run_batch(self, batch: np.ndarray) -> np.ndarray:
         side = self.sidecar
-        images = torch.from_numpy(batch).to(self._device, torch.float32).contiguous()
-        self._context.set_input_shape(side.input_name, tuple(images.shape))
-        dims = self._context.get_tensor_shape(side.output_name)
-        out_shape = tuple(dims[i] for i in range(len(dims)))
-        logits = torch.empty(out_shape, dtype=torch.float32, device=self._device)
-        self._context.set_tensor_address(side.input_name, images.data_ptr())
-        self._context.set_tensor_address(side.output_name, logits.data_ptr())
-        stream = torch.cuda.current_stream(self._device)
-        if not self._context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.plan_path}")
-        stream.synchronize()
+        with torch.cuda.stream(self._stream):
+            images = torch.from_numpy(batch).to(self._device, torch.float32).contiguous()
+            shape = tuple(images.shape)
+            self._check(self._context.set_input_shape(side.input_name, shape), "set_input_shape")
+            dims = self._context.get_tensor_shape(side.output_name)
+            out_shape = tuple(dims[i] for i in range(len(dims)))
+            logits = torch.empty(out_shape, dtype=torch.float32, device=self._device)
+            for name, tensor in ((side.input_name, images), (side.output_name, logits)):
+                ok = self._context.set_tensor_address(name, tensor.data_ptr())
+                self._check(ok, f"set_tensor_address({name!r})")
+            ok = self._context.execute_async_v3(self._stream.cuda_stream)
+            self._check(ok, "execute_async_v3")
+        self._stream.synchronize()
         return logits.cpu().numpy()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -190,6 +190,14 @@ PARAMS: dict[str, Param] = {
         ),
         _p("precision", str, "fp32", "precision of the exported engines", ["fp32", "fp16"]),
         _p("model_name", str, "", "registered model name prefix; '' = dha-<space>-<dataset>"),
+        _p(
+            "min_top1",
+            float,
+            0.0,
+            "validation top-1 (%) a version needs to become champion; 0 = twice chance "
+            "(200/classes)",
+            minimum=0,
+        ),
         _p("reuse", bool, True, "reuse a FINISHED step run with the same parameters and code"),
         # step plumbing (URIs between steps)
         _p("search_run_id", str, "", "run id of a finished search_train step"),
@@ -220,12 +228,12 @@ STEP_PARAMS: dict[str, list[str]] = {
     + ["mode", "epochs", "batch_size", "nproc"]
     + _SEARCH
     + _BUDGET
-    + ["formats", "precision", "model_name", "references", "reuse"],
+    + ["formats", "precision", "model_name", "min_top1", "references", "reuse"],
     "search_train": _DATA + _SPACE + ["mode", "epochs", "batch_size", "nproc"] + _SEARCH + _BUDGET,
     "derive": ["search_run_id", "workers", "target_device"],
     "measure": ["derive_run_id", "target_device", "references", "batch_size"],
     "export": ["derive_run_id", "formats", "precision", "target_device"],
-    "register": ["export_run_id", "measure_run_id", "model_name"],
+    "register": ["export_run_id", "measure_run_id", "model_name", "min_top1"],
     "compare": ["experiment", "run_ids", "registered_model"],
 }
 

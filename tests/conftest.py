@@ -37,12 +37,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    """Poll ``url`` until it answers 200, or fail with the server's output."""
+def wait_for_http(
+    url: str, proc: subprocess.Popen, timeout: float = 90.0, log: Path | None = None
+) -> None:
+    """Poll ``url`` until it answers 200, or fail with the server's output (or ``log``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = proc.stdout.read() if proc.stdout else log.read_text() if log else ""
             raise RuntimeError(f"server exited early ({proc.returncode}): {out[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
@@ -59,6 +61,7 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     port = free_port()
     store = tmp_path / "server"
     store.mkdir()
+    log = store / "server.log"  # a file, not a pipe: a full pipe would stall a busy server
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -76,14 +79,14 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
             "--workers",
             "1",
         ],
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{uri}/health", proc)
+        wait_for_http(f"{uri}/health", proc, log=log)
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from export.errors import RegistrationError
+from export.champion import current_champion, eligibility
+from export.errors import ExportError, RegistrationError
 from export.inference import load_images
 from export.registry import CHAMPION, LATEST, register_model_version, registered_name
 from tests.conftest import REPO
@@ -33,8 +36,10 @@ def logged_uri(tmp_path_factory) -> Iterator[str]:
     yield from logged_digits_store(tmp_path_factory)
 
 
-def _tags(top1: float) -> dict[str, str]:
-    return {"top1": str(top1), "dataset": "digits", "space": "tiny"}
+def _tags(val_top1: float) -> dict[str, str]:
+    """Tags of a version with this validation top-1 (percent), eligibility decided by the rule."""
+    allowed = eligibility(val_top1=val_top1, num_classes=len(CLASS_NAMES))
+    return {"val_top1": str(val_top1), "dataset": "digits", "space": "tiny", **allowed.tags()}
 
 
 def _save_pngs(images: torch.Tensor, folder) -> list[str]:
@@ -61,12 +66,13 @@ print(format_predictions(paths, clf.topk(paths, k=3)))
 def test_onnx_end_to_end_loaded_by_alias_in_a_fresh_process(logged_uri, tmp_path) -> None:
     trained = trained_digits()
     name = registered_name("tiny", "digits", "onnx")
+    val_top1 = 100.0 * trained.val_accuracy
     registered = register_model_version(
-        logged_uri, name=name, tags=_tags(trained.val_accuracy), budgets=BUDGETS
+        logged_uri, name=name, tags=_tags(val_top1), budgets=BUDGETS
     )
     assert registered.aliases == (LATEST, CHAMPION)
     version = MlflowClient().get_model_version(name, registered.version)
-    assert version.tags["top1"] == str(trained.val_accuracy)
+    assert version.tags["val_top1"] == str(val_top1)
     assert version.tags["budget.max_params_m"] == "1.0"
     assert version.tags["budget.max_flops_m"] == "none"
 
@@ -103,17 +109,25 @@ def test_champion_moves_only_when_more_accurate_within_the_same_budgets(logged_u
     def latest() -> str:
         return str(client.get_model_version_by_alias(name, LATEST).version)
 
-    first = register_model_version(uri, name=name, tags=_tags(0.80), budgets=BUDGETS)
+    chance = register_model_version(uri, name=name, tags=_tags(10.0), budgets=BUDGETS)
+    assert chance.aliases == (LATEST,) and "below 20.00%" in chance.champion_reason
+    assert current_champion(client, name) is None
+    first = register_model_version(uri, name=name, tags=_tags(80.0), budgets=BUDGETS)
     assert (champion(), latest()) == (first.version, first.version)
-    worse = register_model_version(uri, name=name, tags=_tags(0.70), budgets=BUDGETS)
+    worse = register_model_version(uri, name=name, tags=_tags(70.0), budgets=BUDGETS)
     assert (champion(), latest()) == (first.version, worse.version)
-    tie = register_model_version(uri, name=name, tags=_tags(0.80), budgets=BUDGETS)
+    tie = register_model_version(uri, name=name, tags=_tags(80.0), budgets=BUDGETS)
     assert (champion(), latest()) == (first.version, tie.version)
+    assert "<= champion" in tie.champion_reason
     other_budget = {**BUDGETS, "max_params_m": 50.0}
-    bigger = register_model_version(uri, name=name, tags=_tags(0.99), budgets=other_budget)
+    bigger = register_model_version(uri, name=name, tags=_tags(99.0), budgets=other_budget)
     assert (champion(), latest()) == (first.version, bigger.version)
-    assert CHAMPION not in bigger.aliases and "other budgets" in bigger.champion_reason
-    better = register_model_version(uri, name=name, tags=_tags(0.85), budgets=BUDGETS)
+    assert CHAMPION not in bigger.aliases and "another scope" in bigger.champion_reason
+    other_size = register_model_version(
+        uri, name=name, tags={**_tags(99.0), "resolution": "64"}, budgets=BUDGETS
+    )
+    assert CHAMPION not in other_size.aliases and "resolution" in other_size.champion_reason
+    better = register_model_version(uri, name=name, tags=_tags(85.0), budgets=BUDGETS)
     assert (champion(), latest()) == (better.version, better.version)
     assert better.aliases == (LATEST, CHAMPION)
 
@@ -122,10 +136,12 @@ def test_failed_registration_leaves_no_version_and_restores_aliases(logged_uri) 
     uri = logged_uri
     name = registered_name("tiny", "digits", "onnx", prefix="atomic")
     client = MlflowClient()
-    kept = register_model_version(uri, name=name, tags=_tags(0.5), budgets=BUDGETS)
+    kept = register_model_version(uri, name=name, tags=_tags(50.0), budgets=BUDGETS)
     # an invalid tag key fails inside MLflow after the version was created
     with pytest.raises(RegistrationError, match="undone"):
-        register_model_version(uri, name=name, tags={**_tags(0.9), "bad@key": "x"}, budgets=BUDGETS)
+        register_model_version(
+            uri, name=name, tags={**_tags(90.0), "bad@key": "x"}, budgets=BUDGETS
+        )
     versions = client.search_model_versions(f"name = '{name}'")
     assert [str(v.version) for v in versions] == [kept.version]
     for alias in (LATEST, CHAMPION):
@@ -133,14 +149,15 @@ def test_failed_registration_leaves_no_version_and_restores_aliases(logged_uri) 
     # a first registration that fails leaves no registered model behind either
     fresh = registered_name("tiny", "digits", "onnx", prefix="atomic-new")
     with pytest.raises(RegistrationError):
-        register_model_version(uri, name=fresh, tags={**_tags(0.9), "a/../b": "x"}, budgets={})
+        register_model_version(uri, name=fresh, tags={**_tags(90.0), "a/../b": "x"}, budgets={})
     assert client.search_registered_models(filter_string=f"name = '{fresh}'") == []
 
 
 @pytest.mark.parametrize(
     ("tags", "budgets", "match"),
-    [({"dataset": "digits"}, {}, "top1"), ({"top1": "high"}, {}, "top1"),
-     ({"top1": "0.9"}, {"max_params_m": float("nan")}, "max_params_m")],
+    [({"dataset": "digits"}, {}, "val_top1"), ({"val_top1": "high"}, {}, "val_top1"),
+     ({"val_top1": "nan"}, {}, "val_top1"),
+     ({"val_top1": "90"}, {"max_params_m": float("nan")}, "max_params_m")],
 )  # fmt: skip
 def test_bad_accuracy_or_budget_is_refused_before_anything_is_created(
     logged_uri, tags, budgets, match
@@ -157,3 +174,31 @@ def test_registered_name_scheme() -> None:
     )
     with pytest.raises(RegistrationError, match="format"):
         registered_name("cell", "cifar10", "pt")
+
+
+def test_load_classifier_checks_the_onnx_file_against_its_recorded_sha256(
+    logged_uri, tmp_path
+) -> None:
+    from export.flavors import ONNX_SHA256
+    from export.inference import load_classifier
+    from tests.test_export_support import _log_digits_model
+
+    uri = _log_digits_model(tmp_path)  # its own copy: this test changes the file
+    sha = mlflow.models.get_model_info(uri).metadata[ONNX_SHA256]
+    name = registered_name("tiny", "digits", "onnx", prefix="sha")
+    good = register_model_version(
+        uri, name=name, tags={**_tags(90.0), ONNX_SHA256: sha}, budgets=BUDGETS
+    )
+    probs = load_classifier(good.model_uri)(np.zeros((1, 3, RESOLUTION, RESOLUTION), np.float32))
+    assert probs.shape == (1, len(CLASS_NAMES))
+    wrong = register_model_version(
+        uri, name=name, tags={**_tags(90.0), ONNX_SHA256: "0" * 64}, budgets=BUDGETS
+    )
+    with pytest.raises(ExportError, match="registered version's tag"):
+        load_classifier(wrong.model_uri)
+    model_id = uri.removeprefix("models:/")
+    stored = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+    onnx_file = stored / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(ExportError, match="MLmodel metadata"):
+        load_classifier(good.alias_uri(CHAMPION))

@@ -9,6 +9,9 @@ import logging
 import re
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -260,3 +263,50 @@ def test_engine_builds_runs_and_passes_its_gate(tmp_path, precision) -> None:
     report = check_engine_parity(trained.model, runner, trained.val_images, strict=True)
     assert report.passed and report.n_images == len(trained.val_images)
     assert runner(torch.rand(1, 3, RESOLUTION, RESOLUTION).numpy()).shape == (1, 10)
+
+
+class _StandInRunner:
+    """A CPU stand-in with a TensorRT execution context's shape: a call binds its input (as
+    set_input_shape and set_tensor_address do), the "GPU" runs for a moment, and execution
+    reads whatever is bound then. Counts how many calls overlap."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.bound: np.ndarray | None = None
+        self.in_flight = self.most = 0
+        self._count = threading.Lock()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        with self._count:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            self.bound = images
+            time.sleep(0.002)
+            with torch.no_grad():
+                return self.model(torch.from_numpy(self.bound)).numpy()
+        finally:
+            with self._count:
+                self.in_flight -= 1
+
+
+def test_concurrent_requests_of_different_batch_sizes_get_their_own_rows() -> None:
+    from export.flavors import OUTPUT_KEY, TensorRTPyfunc
+
+    trained = trained_digits()
+    runner = _StandInRunner(trained.model)
+    pyfunc = TensorRTPyfunc()
+    pyfunc.serve_with(runner)
+    images = trained.val_images.numpy()
+    requests = [images[i : i + size] for i, size in enumerate([1, 3, 8, 17] * 10)]
+
+    def ask(batch: np.ndarray) -> np.ndarray:
+        return pyfunc.predict(None, {INPUT_NAME: batch})[OUTPUT_KEY]  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, requests))
+    with torch.no_grad():
+        expected = [trained.model(torch.from_numpy(batch)).numpy() for batch in requests]
+    assert runner.most == 1  # one request at a time on the context
+    for answer, wanted in zip(answers, expected, strict=True):
+        np.testing.assert_allclose(answer, wanted, atol=1e-5)
