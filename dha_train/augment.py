@@ -1,18 +1,28 @@
 """Sec. 3.1 / App. A.1: the 14 augmentation operations on batched tensors on the device.
 
-Images are float tensors ``(B, 3, H, W)`` in ``[0, 1]``. Every sample has its own ordered pair
-of operations and its own magnitudes; the pair is applied as two stages (first op of every
-sample, then second op of every sample). Each stage reorders the batch so that the samples
-of one operation are contiguous (one gather), runs each operation in place on its slice with
-per-sample factors, and runs the geometric operations, placed last, as one batched
-``grid_sample`` with per-sample matrices; one gather at the end restores the batch order.
+The ops work on 8-bit images, as PIL does: :func:`apply_pairs` takes a batch ``(B, 3, H, W)``
+as uint8 (as the DataLoader hands it over) or as float in ``[0, 1]`` (quantised to 8 bits
+first) and returns float in ``[0, 1]``, converted once at the end. Every sample has its own
+ordered pair of operations and its own magnitudes; the pair is applied as two stages (first
+op of every sample, then second op of every sample). Each stage reorders the batch so that
+the samples of one operation are contiguous (one gather of uint8 rows) and then touches each
+pixel once:
+
+- point ops (brightness, contrast, posterize, solarize, autocontrast, equalize) become one
+  256-entry lookup table per sample and channel, built from per-sample statistics (means,
+  min/max, histograms), and all of them run as one table gather;
+- colour and sharpness mix channels or neighbours: they run in float on their slice alone;
+- the geometric ops, placed last, run as one nearest-neighbour index gather with per-sample
+  matrices.
+
+One gather at the end restores the batch order and converts to float.
 
 Magnitudes are drawn uniformly from ``[0, 10]`` (paper) and mapped to each operation's range
 as torchvision's ``RandAugment`` does (``_augmentation_space`` with 11 bins, read here as a
 continuous line through those bins): rotate 30 deg, shear 0.3, translate 150/331 of the side,
 enhance factors ``1 +- 0.9``, posterize 8 -> 4 bits, solarize threshold 1 -> 0. Signed
 operations flip their sign with probability 1/2. Interpolation is nearest with zero fill,
-RandAugment's defaults.
+RandAugment's defaults; each op truncates its result to 8 bits, as PIL does.
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
     "OPS",
@@ -42,63 +51,84 @@ MAX_MAGNITUDE = 10.0
 _GRAY = (0.299, 0.587, 0.114)  # PIL's "L" conversion weights
 
 
-def _gray(x: Tensor) -> Tensor:
-    r, g, b = x.unbind(dim=1)
-    return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1)
+def _levels(x: Tensor) -> Tensor:
+    """The 256 input levels as float ``(1, 1, 256)`` on ``x``'s device."""
+    return torch.arange(256, device=x.device, dtype=torch.float32).view(1, 1, 256)
+
+
+# Table ops: (x_group uint8 (n, C, H, W), params (n,)) -> output level per input level,
+# float (n, 1 or C, 256); x_group is only read.
+def _brightness(x: Tensor, p: Tensor) -> Tensor:
+    return _levels(x) * p.view(-1, 1, 1)  # blend with black
+
+
+def _contrast(x: Tensor, p: Tensor) -> Tensor:
+    """Blend with the mean of the gray image: a mean of channel means."""
+    means = x.sum(dim=(2, 3), dtype=torch.float32) / (x.shape[2] * x.shape[3])
+    gray = means @ torch.tensor(_GRAY, device=x.device)
+    return torch.lerp(gray.view(-1, 1, 1), _levels(x), p.view(-1, 1, 1))
+
+
+def _autocontrast(x: Tensor, p: Tensor) -> Tensor:
+    """Stretch each channel's [min, max] onto [0, 255]; a flat channel stays as it is."""
+    lo, hi = (t.float().unsqueeze(-1) for t in (x.amin(dim=(2, 3)), x.amax(dim=(2, 3))))
+    v = _levels(x)
+    return torch.where(hi > lo, (v - lo) * (255.0 / (hi - lo).clamp_(min=1.0)), v)
+
+
+def _equalize(x: Tensor, p: Tensor) -> Tensor:
+    """PIL's ``ImageOps.equalize`` per channel: ``lut[k] = (cum[k - 1] + step // 2) // step``
+    with ``step`` = (pixels - pixels at the largest value present) // 255; identity if 0."""
+    n, c = x.shape[:2]
+    offsets = torch.arange(n * c, device=x.device, dtype=torch.int32).view(n, c, 1) * 256
+    flat = (x.flatten(2).int() + offsets).view(-1)  # one bincount for every plane
+    hist = torch.bincount(flat, minlength=n * c * 256).view(n, c, 256)
+    cum = hist.cumsum(dim=-1)
+    top = hist.gather(-1, cum.argmax(dim=-1, keepdim=True))  # first k where cum is full
+    step = (cum[..., -1:] - top) // 255
+    lut = (cum[..., :-1] + step // 2) // step.clamp(min=1)
+    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut], dim=-1)
+    return torch.where(step > 0, lut.float(), _levels(x))
+
+
+# Pixel ops work in place on a uint8 slice: (x_group, params) -> None.
+def _posterize(x: Tensor, p: Tensor) -> None:
+    """Keep the top ``p`` bits: one AND with a per-sample mask."""
+    mask = (256.0 - torch.pow(2.0, 8.0 - p)).to(torch.uint8)
+    x.bitwise_and_(mask.view(-1, 1, 1, 1))
+
+
+def _solarize(x: Tensor, p: Tensor) -> None:
+    """Invert levels >= ``255 p``: 255 - v is v XOR 255."""
+    threshold = torch.ceil(p * 255.0).to(torch.uint8).view(-1, 1, 1, 1)
+    x.bitwise_xor_(x.ge(threshold).view(torch.uint8).neg_())  # 0 or 255
 
 
 def _blend_(x: Tensor, degenerate: Tensor, factor: Tensor) -> None:
-    """PIL ``Image.blend(degenerate, x, factor)`` in place, one factor per sample."""
-    weight = (1.0 - factor).view(-1, 1, 1, 1).to(x.dtype)
-    x.lerp_(degenerate, weight).clamp_(0.0, 1.0)
-
-
-# Pixel ops work in place on a contiguous slice of the batch: (x_group, params) -> None.
-def _brightness(x: Tensor, p: Tensor) -> None:
-    x.mul_(p.view(-1, 1, 1, 1).to(x.dtype)).clamp_(0.0, 1.0)  # blend with black
+    """PIL ``Image.blend(degenerate, x, factor)`` in place on float levels, one factor each."""
+    x.lerp_(degenerate, (1.0 - factor).view(-1, 1, 1, 1)).clamp_(0.0, 255.0)
 
 
 def _color(x: Tensor, p: Tensor) -> None:
-    _blend_(x, _gray(x), p)
-
-
-def _contrast(x: Tensor, p: Tensor) -> None:
-    _blend_(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), p)
+    f = x.float()
+    r, g, b = f.unbind(dim=1)
+    _blend_(f, (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1), p)
+    x.copy_(f)  # truncates to 8 bits, as PIL does
 
 
 def _sharpness(x: Tensor, p: Tensor) -> None:
     """PIL's SMOOTH kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 inside, border pixels unchanged:
     the 3x3 box sum plus 4 times the centre, over 13."""
-    rows = x[..., :-2] + x[..., 1:-1] + x[..., 2:]  # sums of 3 along W (sliced adds are
+    f = x.float()
+    rows = f[..., :-2] + f[..., 1:-1] + f[..., 2:]  # sums of 3 along W (sliced adds are
     box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]  # faster than a conv)
-    inner = x[..., 1:-1, 1:-1]
+    inner = f[..., 1:-1, 1:-1]
     _blend_(inner, box.add_(inner, alpha=4.0).div_(13.0), p)
+    x.copy_(f)  # truncates to 8 bits, as PIL does
 
 
-def _posterize(x: Tensor, p: Tensor) -> None:
-    step = torch.pow(2.0, 8.0 - p).view(-1, 1, 1, 1).to(x.dtype)
-    x.mul_(255.0).round_().div_(step).floor_().mul_(step / 255.0)
-
-
-def _solarize(x: Tensor, p: Tensor) -> None:
-    flip = (x >= p.view(-1, 1, 1, 1).to(x.dtype)).to(x.dtype)
-    x.mul_(1.0 - 2.0 * flip).add_(flip)  # 1 - x where flipped, x elsewhere
-
-
-def _autocontrast(x: Tensor, p: Tensor) -> None:
-    x.copy_(TF.autocontrast(x))
-
-
-def _equalize(x: Tensor, p: Tensor) -> None:
-    x.copy_(TF.equalize(x))
-
-
-def _identity(x: Tensor, p: Tensor) -> None:
-    return None
-
-
-def _rotate(p: Tensor, h: int, w: int) -> Tensor:
-    """Counter-clockwise rotation by ``p`` degrees about the image centre (PIL ``rotate``)."""
+def _rotation(p: Tensor, h: int, w: int) -> Tensor:
+    """Inverse matrices of counter-clockwise rotations by ``p`` degrees about the centre."""
     r = torch.deg2rad(p)
     cos, sin = torch.cos(r), torch.sin(r)
     cx, cy = w * 0.5, h * 0.5
@@ -107,64 +137,87 @@ def _rotate(p: Tensor, h: int, w: int) -> Tensor:
     return torch.stack([row0, row1], dim=-2)
 
 
+def _centres(x: Tensor, dim: int) -> Tensor:
+    """Pixel-centre coordinates ``i + 0.5`` along ``dim``, shaped to broadcast over x."""
+    shape = [1, 1, 1, 1]
+    shape[dim] = x.shape[dim]
+    return (torch.arange(x.shape[dim], device=x.device, dtype=torch.float32) + 0.5).view(shape)
+
+
+def _along_(x: Tensor, dim: int, source: Tensor) -> None:
+    """Nearest resampling along one axis (-1: W, -2: H) in place: output pixel i takes the
+    pixel at ``floor(source[i])`` along ``dim`` (PIL's rule), zero outside the image."""
+    index = source.floor_().clamp_(-1.0, float(x.shape[dim])).add_(1.0).long()
+    padded = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))  # the zero border
+    x.copy_(torch.gather(padded, dim, index.expand(x.shape)))
+
+
+def _rotate(x: Tensor, p: Tensor) -> None:
+    """Counter-clockwise by ``p`` degrees about the image centre (PIL ``rotate``)."""
+    x.copy_(warp(x, _rotation(p, x.shape[2], x.shape[3])))
+
+
+def _shear_x(x: Tensor, p: Tensor) -> None:  # u = (x + .5) + p (y + .5)
+    _along_(x, -1, _centres(x, -1) + p.view(-1, 1, 1, 1) * _centres(x, -2))
+
+
+def _shear_y(x: Tensor, p: Tensor) -> None:  # v = p (x + .5) + (y + .5)
+    _along_(x, -2, _centres(x, -2) + p.view(-1, 1, 1, 1) * _centres(x, -1))
+
+
+def _translate_x(x: Tensor, p: Tensor) -> None:  # u = (x + .5) - p
+    _along_(x, -1, _centres(x, -1) - p.view(-1, 1, 1, 1))
+
+
+def _translate_y(x: Tensor, p: Tensor) -> None:
+    """Whole rows move (v = (y + .5) - p): one row gather from the zero-bordered batch."""
+    n, c, h, w = x.shape
+    source = (torch.arange(h, device=x.device) - p.view(-1, 1)).clamp_(-1, h).add_(1).long()
+    planes = torch.arange(n * c, device=x.device).view(n, c, 1) * (h + 2)
+    rows = (planes + source.view(n, 1, h)).view(-1)
+    padded = F.pad(x, (0, 0, 1, 1)).view(-1, w)
+    x.copy_(padded.index_select(0, rows).view(x.shape))
+
+
 def _matrix(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tensor) -> Tensor:
     return torch.stack([torch.stack([a, b, c], -1), torch.stack([d, e, f], -1)], -2)
-
-
-def _shear_x(p: Tensor, h: int, w: int) -> Tensor:
-    one, zero = torch.ones_like(p), torch.zeros_like(p)
-    return _matrix(one, p, zero, zero, one, zero)
-
-
-def _shear_y(p: Tensor, h: int, w: int) -> Tensor:
-    one, zero = torch.ones_like(p), torch.zeros_like(p)
-    return _matrix(one, zero, zero, p, one, zero)
-
-
-def _translate_x(p: Tensor, h: int, w: int) -> Tensor:
-    one, zero = torch.ones_like(p), torch.zeros_like(p)
-    return _matrix(one, zero, -p, zero, one, zero)
-
-
-def _translate_y(p: Tensor, h: int, w: int) -> Tensor:
-    one, zero = torch.ones_like(p), torch.zeros_like(p)
-    return _matrix(one, zero, zero, zero, one, -p)
 
 
 @dataclass(frozen=True)
 class AugmentOp:
     """One operation: its range at magnitude 10, whether it is signed, and how it runs.
 
-    ``pixel`` ops change ``x_group`` in place with ``(x_group, params)``; ``affine`` ops map
-    ``(params, H, W) -> (n, 2, 3)`` inverse matrices from output to input pixel coordinates
-    (pixel centres at ``i + 0.5``, PIL's convention).
+    ``table`` ops map ``(x_group, params)`` to a lookup table ``(n, 1 or C, 256)`` of float
+    levels (the tables of a stage run as one gather); ``pixel`` ops change the uint8
+    ``x_group`` in place. Identity has neither. Geometric ops map output pixel centres
+    ``i + 0.5`` to source coordinates, PIL's convention.
     """
 
     name: str
     max_value: float
     signed: bool
+    table: Callable[[Tensor, Tensor], Tensor] | None = None
     pixel: Callable[[Tensor, Tensor], None] | None = None
-    affine: Callable[[Tensor, int, int], Tensor] | None = None
 
 
 # Paper order (App. A.1); the index of an op in this tuple is its id in tau.
 AUGMENT_OPS: dict[str, AugmentOp] = {
     op.name: op
     for op in (
-        AugmentOp("AutoContrast", 0.0, False, pixel=_autocontrast),
-        AugmentOp("Equalize", 0.0, False, pixel=_equalize),
-        AugmentOp("Rotate", 30.0, True, affine=_rotate),
+        AugmentOp("AutoContrast", 0.0, False, table=_autocontrast),
+        AugmentOp("Equalize", 0.0, False, table=_equalize),
+        AugmentOp("Rotate", 30.0, True, pixel=_rotate),
         AugmentOp("Posterize", 4.0, False, pixel=_posterize),  # bits = 8 - round(0.4 m)
         AugmentOp("Solarize", 1.0, False, pixel=_solarize),  # threshold = 1 - m / 10
         AugmentOp("Color", 0.9, True, pixel=_color),
-        AugmentOp("Contrast", 0.9, True, pixel=_contrast),
-        AugmentOp("Brightness", 0.9, True, pixel=_brightness),
+        AugmentOp("Contrast", 0.9, True, table=_contrast),
+        AugmentOp("Brightness", 0.9, True, table=_brightness),
         AugmentOp("Sharpness", 0.9, True, pixel=_sharpness),
-        AugmentOp("ShearX", 0.3, True, affine=_shear_x),
-        AugmentOp("ShearY", 0.3, True, affine=_shear_y),
-        AugmentOp("TranslateX", 150.0 / 331.0, True, affine=_translate_x),
-        AugmentOp("TranslateY", 150.0 / 331.0, True, affine=_translate_y),
-        AugmentOp("Identity", 0.0, False, pixel=_identity),
+        AugmentOp("ShearX", 0.3, True, pixel=_shear_x),
+        AugmentOp("ShearY", 0.3, True, pixel=_shear_y),
+        AugmentOp("TranslateX", 150.0 / 331.0, True, pixel=_translate_x),
+        AugmentOp("TranslateY", 150.0 / 331.0, True, pixel=_translate_y),
+        AugmentOp("Identity", 0.0, False),
     )
 }
 OPS: tuple[str, ...] = tuple(AUGMENT_OPS)
@@ -196,30 +249,48 @@ def op_parameter(name: str, magnitude: Tensor, sign: Tensor, size: tuple[int, in
     return v
 
 
+def _source_index(inverse: Tensor, size: int, xs: Tensor, ys: Tensor) -> Tensor:
+    """Nearest source index + 1 along one axis, ``(n, H, W)``, clamped onto the zero border:
+    PIL's ``floor`` of the source coordinate of each output pixel centre."""
+    a, b, c = inverse.unbind(-1)
+    u = a.view(-1, 1, 1) * xs + (b.view(-1, 1) * ys + c.view(-1, 1)).unsqueeze(-1)
+    return u.floor_().clamp_(-1.0, float(size)).add_(1.0)
+
+
 def warp(x: Tensor, inverse: Tensor) -> Tensor:
-    """Apply per-sample inverse pixel matrices ``(B, 2, 3)``: nearest, zero fill."""
-    b, _, h, w = x.shape
-    to_norm = torch.tensor([[2.0 / w, 0.0, -1.0], [0.0, 2.0 / h, -1.0], [0.0, 0.0, 1.0]])
-    to_norm = to_norm.to(device=x.device, dtype=inverse.dtype)
-    from_norm = torch.linalg.inv(to_norm)
-    full = torch.cat([inverse, to_norm[2:].expand(b, 1, 3)], dim=1)
-    theta = (to_norm @ full @ from_norm)[:, :2]
-    grid = F.affine_grid(theta.to(x.dtype), [b, x.shape[1], h, w], align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    """Apply per-sample inverse pixel matrices ``(B, 2, 3)``: nearest, zero fill, any dtype.
+
+    One gather from the image padded by a zero border, with one index per output pixel.
+    """
+    b, c, h, w = x.shape
+    m = inverse.to(device=x.device, dtype=torch.float32)
+    xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
+    index = _source_index(m[:, 1], h, xs, ys).mul_(w + 2).add_(_source_index(m[:, 0], w, xs, ys))
+    index = index.long().view(b, 1, h * w).expand(b, c, h * w)
+    padded = F.pad(x, (1, 1, 1, 1)).view(b, c, -1)
+    return torch.gather(padded, 2, index).view(b, c, h, w)
 
 
-# Stage order: pixel ops first, then the geometric ones as one contiguous block.
+def _lookup_(x: Tensor, levels: Tensor) -> None:
+    """Per-sample, per-channel tables ``(n, C, 256)`` of float levels, applied in place."""
+    table = levels.clamp(0.0, 255.0).to(torch.uint8)  # truncated, as PIL's tables are
+    flat = x.view(x.shape[0], x.shape[1], -1)
+    torch.gather(table, 2, flat.long(), out=flat)
+
+
+# Stage order: Identity, the table ops as one block, then the pixel ops.
 _STAGE_ORDER: tuple[int, ...] = tuple(
-    sorted(range(NUM_OPS), key=lambda k: AUGMENT_OPS[OPS[k]].affine is not None)
+    sorted(range(NUM_OPS), key=lambda k: (AUGMENT_OPS[OPS[k]].pixel is not None, k))
 )
 _RANK = torch.tensor([_STAGE_ORDER.index(k) for k in range(NUM_OPS)])
 
 
 def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) -> None:
-    """One stage in place on a batch already sorted by ``_RANK[op_ids]``."""
+    """One stage in place on a uint8 batch already sorted by ``_RANK[op_ids]``."""
     h, w = x.shape[-2:]
     counts = torch.bincount(op_ids, minlength=NUM_OPS).tolist()
-    start, affine_start, mats = 0, None, []
+    start, tables, table_rows = 0, [], []
     for k in _STAGE_ORDER:
         if counts[k] == 0:
             continue
@@ -227,27 +298,37 @@ def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) 
         start += counts[k]
         op = AUGMENT_OPS[OPS[k]]
         param = op_parameter(op.name, magnitudes[group], signs[group], (h, w))
-        if op.affine is not None:
-            affine_start = group.start if affine_start is None else affine_start
-            mats.append(op.affine(param, h, w))
+        if op.table is not None:
+            tables.append(op.table(x[group], param).expand(-1, x.shape[1], -1))
+            table_rows.append(group)
         elif op.pixel is not None:
             op.pixel(x[group], param)
-    if affine_start is not None:
-        x[affine_start:].copy_(warp(x[affine_start:], torch.cat(mats)))
+    if tables:  # the table ops' groups are contiguous: one gather for all of them
+        _lookup_(x[table_rows[0].start : table_rows[-1].stop], torch.cat(tables))
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    if x.dtype == torch.uint8:
+        return x
+    return x.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
 def apply_pairs(x: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor) -> Tensor:
     """Apply each sample's ordered ops ``pairs[i] = (first, second)`` (all ``(B, stages)``).
 
-    Returns a new tensor in ``x``'s sample order; ``x`` is not modified.
+    ``x`` is uint8 in ``[0, 255]`` or float in ``[0, 1]`` (quantised to 8 bits); returns a new
+    float tensor in ``[0, 1]`` (float32, or ``x``'s float dtype) in ``x``'s sample order.
+    ``x`` is not modified.
     """
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    x = _to_uint8(x)
     rows = torch.arange(x.shape[0], device=x.device)  # rows[j]: the sample held in row j
     for stage in range(pairs.shape[1]):
         order = torch.argsort(_RANK.to(pairs.device)[pairs[rows, stage]], stable=True)
         rows = rows[order]
         x = x.index_select(0, order)  # a new tensor, changed in place below
         _apply_sorted(x, pairs[rows, stage], magnitudes[rows, stage], signs[rows, stage])
-    return x.index_select(0, torch.argsort(rows))
+    return torch.div(x.index_select(0, torch.argsort(rows)), 255.0).to(dtype)
 
 
 def apply_op(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) -> Tensor:
