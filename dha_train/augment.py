@@ -137,19 +137,36 @@ def _rotation(p: Tensor, h: int, w: int) -> Tensor:
     return torch.stack([row0, row1], dim=-2)
 
 
-def _centres(x: Tensor, dim: int) -> Tensor:
-    """Pixel-centre coordinates ``i + 0.5`` along ``dim``, shaped to broadcast over x."""
-    shape = [1, 1, 1, 1]
-    shape[dim] = x.shape[dim]
-    return (torch.arange(x.shape[dim], device=x.device, dtype=torch.float32) + 0.5).view(shape)
+def _centres(size: int, like: Tensor) -> Tensor:
+    """Pixel-centre coordinates ``i + 0.5``, ``(1, size)``."""
+    return (torch.arange(size, device=like.device, dtype=torch.float32) + 0.5).view(1, -1)
 
 
-def _along_(x: Tensor, dim: int, source: Tensor) -> None:
-    """Nearest resampling along one axis (-1: W, -2: H) in place: output pixel i takes the
-    pixel at ``floor(source[i])`` along ``dim`` (PIL's rule), zero outside the image."""
-    index = source.floor_().clamp_(-1.0, float(x.shape[dim])).add_(1.0).long()
-    padded = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))  # the zero border
-    x.copy_(torch.gather(padded, dim, index.expand(x.shape)))
+def _border(x: Tensor, shift: Tensor, size: int) -> tuple[int, Tensor]:
+    """Zero border wide enough for every shift (a shift of ``size`` or more leaves zeros
+    only) and the shifts clamped to it."""
+    k = min(size, int(shift.abs().max()))
+    return k, shift.clamp(-k, k).add_(k).long()
+
+
+def _shift_rows_(x: Tensor, shift: Tensor) -> None:
+    """In place: ``out[v, u] = x[v, u + shift[v]]``, zero outside (``shift`` (n, H), or
+    (n, 1) for every row alike)."""
+    n, c, h, w = x.shape
+    k, start = _border(x, shift, w)
+    index = (torch.arange(w, device=x.device) + start.unsqueeze(-1)).unsqueeze(1)
+    torch.gather(F.pad(x, (k, k)), 3, index.expand(n, c, h, w), out=x)
+
+
+def _shift_columns_(x: Tensor, shift: Tensor) -> None:
+    """In place: ``out[v, u] = x[v + shift[u], u]``, zero outside (``shift`` (n, W)): a row
+    of the image padded by k zero rows, read at ``u + (shift[u] + k) w``, for every v."""
+    n, c, h, w = x.shape
+    k, start = _border(x, shift, h)
+    padded = F.pad(x, (0, 0, k, k))
+    rows = padded.as_strided((n, c, h, (2 * k + 1) * w), (*padded.stride()[:2], w, 1))
+    index = torch.arange(w, device=x.device) + start * w
+    torch.gather(rows, 3, index.view(n, 1, 1, w).expand(n, c, h, w), out=x)
 
 
 def _rotate(x: Tensor, p: Tensor) -> None:
@@ -157,26 +174,22 @@ def _rotate(x: Tensor, p: Tensor) -> None:
     x.copy_(warp(x, _rotation(p, x.shape[2], x.shape[3])))
 
 
-def _shear_x(x: Tensor, p: Tensor) -> None:  # u = (x + .5) + p (y + .5)
-    _along_(x, -1, _centres(x, -1) + p.view(-1, 1, 1, 1) * _centres(x, -2))
+# Shears and translations move whole rows or columns by whole pixels: PIL's nearest source
+# of output pixel (u, v) is floor(u + .5 + p (v + .5)) for ShearX, u - p for TranslateX.
+def _shear_x(x: Tensor, p: Tensor) -> None:
+    _shift_rows_(x, torch.floor(0.5 + p.view(-1, 1) * _centres(x.shape[2], x)))
 
 
-def _shear_y(x: Tensor, p: Tensor) -> None:  # v = p (x + .5) + (y + .5)
-    _along_(x, -2, _centres(x, -2) + p.view(-1, 1, 1, 1) * _centres(x, -1))
+def _shear_y(x: Tensor, p: Tensor) -> None:
+    _shift_columns_(x, torch.floor(0.5 + p.view(-1, 1) * _centres(x.shape[3], x)))
 
 
-def _translate_x(x: Tensor, p: Tensor) -> None:  # u = (x + .5) - p
-    _along_(x, -1, _centres(x, -1) - p.view(-1, 1, 1, 1))
+def _translate_x(x: Tensor, p: Tensor) -> None:
+    _shift_rows_(x, -p.view(-1, 1))
 
 
 def _translate_y(x: Tensor, p: Tensor) -> None:
-    """Whole rows move (v = (y + .5) - p): one row gather from the zero-bordered batch."""
-    n, c, h, w = x.shape
-    source = (torch.arange(h, device=x.device) - p.view(-1, 1)).clamp_(-1, h).add_(1).long()
-    planes = torch.arange(n * c, device=x.device).view(n, c, 1) * (h + 2)
-    rows = (planes + source.view(n, 1, h)).view(-1)
-    padded = F.pad(x, (0, 0, 1, 1)).view(-1, w)
-    x.copy_(padded.index_select(0, rows).view(x.shape))
+    _shift_columns_(x, -p.view(-1, 1).expand(-1, x.shape[3]))
 
 
 def _matrix(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tensor) -> Tensor:
