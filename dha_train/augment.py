@@ -40,6 +40,7 @@ __all__ = [
     "AugmentOp",
     "AUGMENT_OPS",
     "op_parameter",
+    "op_parameters",
     "apply_op",
     "apply_pairs",
     "sample_magnitudes",
@@ -248,28 +249,45 @@ NUM_OPS = len(OPS)
 _ENHANCE = {"Color", "Contrast", "Brightness", "Sharpness"}
 
 
-def op_parameter(name: str, magnitude: Tensor, sign: Tensor, size: tuple[int, int]) -> Tensor:
-    """Map magnitudes in ``[0, 10]`` to the op's parameter in torchvision's convention.
+# The parameter of each op as data: v = magnitude / 10 * max_value (times the sign where
+# signed), times the image side for translations (whole pixels), then base + slope * v.
+_PARAMETER_MAP = {  # name: (base, slope, "round" / "trunc" / None)
+    "Posterize": (8.0, -1.0, "round"),  # bits kept
+    "Solarize": (1.0, -1.0, None),  # threshold in [0, 1]
+    **{name: (1.0, 1.0, None) for name in _ENHANCE},  # blend factor
+    "TranslateX": (0.0, 1.0, "trunc"),  # RandAugment's int(magnitude)
+    "TranslateY": (0.0, 1.0, "trunc"),
+}
 
-    Enhance ops return the blend factor ``1 + v``; translations whole pixels (truncated,
-    as RandAugment's ``int(magnitude)``); posterize the number of bits kept; solarize the
-    threshold in ``[0, 1]``.
-    """
-    op = AUGMENT_OPS[name]
-    v = magnitude / MAX_MAGNITUDE * op.max_value
-    if op.signed:
-        v = v * sign
-    if name == "Posterize":
-        return 8.0 - torch.round(v)
-    if name == "Solarize":
-        return 1.0 - v
-    if name in _ENHANCE:
-        return 1.0 + v
-    if name == "TranslateX":
-        return torch.trunc(v * size[1])
-    if name == "TranslateY":
-        return torch.trunc(v * size[0])
-    return v
+
+def _columns(name: str, op: AugmentOp) -> list[float]:
+    base, slope, quantise = _PARAMETER_MAP.get(name, (0.0, 1.0, None))
+    scale = op.max_value / MAX_MAGNITUDE
+    return [scale, float(op.signed), base, slope, quantise == "round", quantise == "trunc"]
+
+
+_COLUMNS = torch.tensor([_columns(name, op) for name, op in AUGMENT_OPS.items()])
+_SIDE = {"TranslateX": -1, "TranslateY": -2}  # the side a translation is a fraction of
+
+
+def op_parameters(
+    op_ids: Tensor, magnitudes: Tensor, signs: Tensor, size: tuple[int, int]
+) -> Tensor:
+    """Map magnitudes in ``[0, 10]`` to each sample's op parameter (torchvision's convention):
+    enhance ops the blend factor ``1 + v``; translations whole pixels; posterize the number of
+    bits kept; solarize the threshold in ``[0, 1]``. One call for a whole stage."""
+    scale, signed, base, slope, rounds, truncs = _COLUMNS.to(magnitudes.device)[op_ids].unbind(1)
+    v = magnitudes * scale * torch.where(signed > 0, signs, torch.ones_like(signs))
+    for name, dim in _SIDE.items():
+        v = torch.where(op_ids == OPS.index(name), v * size[dim], v)
+    v = torch.where(rounds > 0, torch.round(v), torch.where(truncs > 0, torch.trunc(v), v))
+    return base + slope * v
+
+
+def op_parameter(name: str, magnitude: Tensor, sign: Tensor, size: tuple[int, int]) -> Tensor:
+    """:func:`op_parameters` for samples that all have op ``name``."""
+    ids = torch.full(magnitude.shape, OPS.index(name), device=magnitude.device)
+    return op_parameters(ids, magnitude, sign, size)
 
 
 def _source_index(inverse: Tensor, size: int, xs: Tensor, ys: Tensor) -> Tensor:
@@ -326,6 +344,7 @@ def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) 
     """One stage in place on a uint8 batch already sorted by ``_RANK[op_ids]``."""
     h, w = x.shape[-2:]
     counts = torch.bincount(op_ids, minlength=NUM_OPS).tolist()
+    params = op_parameters(op_ids, magnitudes, signs, (h, w))
     start, tables, table_rows = 0, [], []
     for k in _STAGE_ORDER:
         if counts[k] == 0:
@@ -333,7 +352,7 @@ def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) 
         group = slice(start, start + counts[k])
         start += counts[k]
         op = AUGMENT_OPS[OPS[k]]
-        param = op_parameter(op.name, magnitudes[group], signs[group], (h, w))
+        param = params[group]
         if op.table is not None:
             tables.append(op.table(x[group], param).expand(-1, x.shape[1], -1))
             table_rows.append(group)
