@@ -1,21 +1,14 @@
 """Sec. 3.1 / App. A.1: the 14 augmentation operations on batched tensors on the device.
 
 The ops work on 8-bit images, as PIL does: :func:`apply_pairs` takes a batch ``(B, 3, H, W)``
-as uint8 (as the DataLoader hands it over) or as float in ``[0, 1]`` (quantised to 8 bits
-first) and returns float in ``[0, 1]``, converted once at the end. Every sample has its own
-ordered pair of operations and its own magnitudes; the pair is applied as two stages (first
-op of every sample, then second op of every sample). Each stage reorders the batch so that
-the samples of one operation are contiguous (one gather of uint8 rows) and then touches each
-pixel once:
-
-- point ops (brightness, contrast, posterize, solarize, autocontrast, equalize) become one
-  256-entry lookup table per sample and channel, built from per-sample statistics (means,
-  min/max, histograms), and all of them run as one table gather;
-- colour and sharpness mix channels or neighbours: they run in float on their slice alone;
-- the geometric ops, placed last, run as one nearest-neighbour index gather with per-sample
-  matrices.
-
-One gather at the end restores the batch order and converts to float.
+as uint8 (as the DataLoader hands it over) or float in ``[0, 1]`` (quantised to 8 bits) and
+returns float in ``[0, 1]``, converted once at the end. Each sample has its own ordered pair
+of ops and magnitudes, applied as two stages (first op of every sample, then second). A stage
+reorders the batch so that the samples of one op are contiguous, then touches each pixel
+about once: point ops are per-sample, per-channel 256-entry lookup tables (built from means,
+min/max or histograms), all run as one gather; posterize and solarize are bit operations;
+colour and sharpness blend in float on their slice; shears and translations move whole rows
+or columns (one gather along one axis); rotation is one 2-D nearest gather.
 
 Magnitudes are drawn uniformly from ``[0, 10]`` (paper) and mapped to each operation's range
 as torchvision's ``RandAugment`` does (``_augmentation_space`` with 11 bins, read here as a
@@ -148,11 +141,6 @@ def _rotation(p: Tensor, h: int, w: int) -> Tensor:
     return torch.stack([row0, row1], dim=-2)
 
 
-def _centres(size: int, like: Tensor) -> Tensor:
-    """Pixel-centre coordinates ``i + 0.5``, ``(1, size)``."""
-    return (torch.arange(size, device=like.device, dtype=torch.float32) + 0.5).view(1, -1)
-
-
 def _border(x: Tensor, shift: Tensor, size: int) -> tuple[int, Tensor]:
     """Zero border wide enough for every shift (a shift of ``size`` or more leaves zeros
     only) and the shifts clamped to it."""
@@ -187,12 +175,16 @@ def _rotate(x: Tensor, p: Tensor) -> None:
 
 # Shears and translations move whole rows or columns by whole pixels: PIL's nearest source
 # of output pixel (u, v) is floor(u + .5 + p (v + .5)) for ShearX, u - p for TranslateX.
+def _sheared(p: Tensor, size: int) -> Tensor:  # floor(.5 + p (i + .5)) for i < size
+    return torch.floor(0.5 + p.view(-1, 1) * (torch.arange(size, device=p.device) + 0.5))
+
+
 def _shear_x(x: Tensor, p: Tensor) -> None:
-    _shift_rows_(x, torch.floor(0.5 + p.view(-1, 1) * _centres(x.shape[2], x)))
+    _shift_rows_(x, _sheared(p, x.shape[2]))
 
 
 def _shear_y(x: Tensor, p: Tensor) -> None:
-    _shift_columns_(x, torch.floor(0.5 + p.view(-1, 1) * _centres(x.shape[3], x)))
+    _shift_columns_(x, _sheared(p, x.shape[3]))
 
 
 def _translate_x(x: Tensor, p: Tensor) -> None:
@@ -209,13 +201,10 @@ def _matrix(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tensor) ->
 
 @dataclass(frozen=True)
 class AugmentOp:
-    """One operation: its range at magnitude 10, whether it is signed, and how it runs.
-
-    ``table`` ops map ``(x_group, params)`` to a lookup table ``(n, 1 or C, 256)`` of float
-    levels (the tables of a stage run as one gather); ``pixel`` ops change the uint8
-    ``x_group`` in place. Identity has neither. Geometric ops map output pixel centres
-    ``i + 0.5`` to source coordinates, PIL's convention.
-    """
+    """One operation: its range at magnitude 10, whether it is signed, and how it runs:
+    ``table`` maps ``(x_group, params)`` to lookup tables ``(n, 1 or C, 256)`` of float levels,
+    ``pixel`` changes the uint8 ``x_group`` in place; Identity has neither. Geometric ops take
+    output pixel centres at ``i + 0.5``, PIL's convention."""
 
     name: str
     max_value: float
@@ -261,9 +250,8 @@ _PARAMETER_MAP = {  # name: (base, slope, "round" / "trunc" / None)
 
 
 def _columns(name: str, op: AugmentOp) -> list[float]:
-    base, slope, quantise = _PARAMETER_MAP.get(name, (0.0, 1.0, None))
-    scale = op.max_value / MAX_MAGNITUDE
-    return [scale, float(op.signed), base, slope, quantise == "round", quantise == "trunc"]
+    base, slope, q = _PARAMETER_MAP.get(name, (0.0, 1.0, None))
+    return [op.max_value / MAX_MAGNITUDE, op.signed, base, slope, q == "round", q == "trunc"]
 
 
 _COLUMNS = torch.tensor([_columns(name, op) for name, op in AUGMENT_OPS.items()])
@@ -362,12 +350,6 @@ def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) 
         _lookup_(x[table_rows[0].start : table_rows[-1].stop], torch.cat(tables))
 
 
-def _to_uint8(x: Tensor) -> Tensor:
-    if x.dtype == torch.uint8:
-        return x
-    return x.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
-
-
 def apply_pairs(x: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor) -> Tensor:
     """Apply each sample's ordered ops ``pairs[i] = (first, second)`` (all ``(B, stages)``).
 
@@ -376,7 +358,8 @@ def apply_pairs(x: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor) -> 
     ``x`` is not modified.
     """
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    x = _to_uint8(x)
+    if x.dtype != torch.uint8:
+        x = x.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
     rows = torch.arange(x.shape[0], device=x.device)  # rows[j]: the sample held in row j
     for stage in range(pairs.shape[1]):
         order = torch.argsort(_RANK.to(pairs.device)[pairs[rows, stage]], stable=True)
