@@ -316,7 +316,7 @@ def _select_rows(x: Tensor, order: Tensor) -> Tensor:
     """``x[order]`` along dim 0, copied as 8-byte words where the rows allow it (a uint8
     ``index_select`` copies byte by byte, 4x slower here)."""
     flat = x.reshape(x.shape[0], -1)
-    if flat.shape[1] % 8:
+    if flat.shape[1] % 8 or flat.storage_offset() % 8:
         return x.index_select(0, order)
     return flat.view(torch.int64).index_select(0, order).view(torch.uint8).view(x.shape)
 

@@ -91,8 +91,9 @@ def test_magnitude_ranges_follow_randaugment() -> None:
     )
 
 
-def test_pairs_apply_in_order_per_sample() -> None:
-    x = _images(n=4)
+@pytest.mark.parametrize("size", [(24, 32), (7, 9)], ids=["rows-of-words", "rows-of-bytes"])
+def test_pairs_apply_in_order_per_sample(size: tuple[int, int]) -> None:
+    x = _images(*size, n=4)
     g = torch.Generator().manual_seed(3)
     mags, signs = sample_magnitudes(4, g)
     assert mags.shape == (4, 2) and ((mags >= 0) & (mags <= 10)).all()
