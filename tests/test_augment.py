@@ -1,7 +1,9 @@
 """Each DA op agrees with torchvision's PIL implementation (RandAugment's ``_apply_op``).
 
 Tolerance: on uint8-quantised inputs, 99.5% of pixels within 2/255 of PIL's output and a mean
-absolute difference under 1/255 (PIL rounds to uint8 after each op; we stay in float).
+absolute difference under 1/255 (both truncate to uint8 after each op; PIL computes gray
+images and filters in 8 bits, we in float). The larger size runs the ops that work a few
+samples at a time (lookup tables, float blends) over more than one chunk.
 """
 
 from __future__ import annotations
@@ -52,17 +54,22 @@ def test_registry_is_the_papers_fourteen_ops() -> None:
     assert OPS[-1] == "Identity"
 
 
+@pytest.mark.parametrize("size", [(24, 32, 5), (160, 160, 8)], ids=["24x32", "160x160"])
 @pytest.mark.parametrize("name", OPS)
-def test_op_matches_torchvision_pil(name: str) -> None:
-    x = _images()
-    # Every sample its own magnitude and sign, all in one batched call.
-    mags = torch.tensor([0.0, 2.5, 5.0, 7.5, 10.0])
-    signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0])
+def test_op_matches_torchvision_pil(name: str, size: tuple[int, int, int]) -> None:
+    h, w, n = size
+    x = _images(h, w, n)
+    # Every sample its own magnitude and sign, all in one batched call. Beyond 0 and 10 the
+    # magnitudes are random: a rational one puts some output pixels exactly halfway between
+    # two source pixels, where PIL's double arithmetic and ours may round either way.
+    mags = torch.rand(n, generator=torch.Generator().manual_seed(0)) * 10.0
+    mags[0], mags[-1] = 0.0, 10.0
+    signs = torch.tensor([1.0, -1.0]).repeat(n)[:n]
     k = OPS.index(name)
-    out = apply_op(x, torch.full((5,), k), mags, signs)
-    params = op_parameter(name, mags, signs, (24, 32))
+    out = apply_op(x, torch.full((n,), k), mags, signs)
+    params = op_parameter(name, mags, signs, (h, w))
     assert out.shape == x.shape and out.dtype == x.dtype
-    for i in range(5):
+    for i in range(n):
         ref = _pil_reference(x[i], name, float(params[i]))
         diff = (out[i] - ref).abs()
         assert (diff <= 2 / 255).float().mean() >= 0.995, (name, i)
@@ -84,8 +91,9 @@ def test_magnitude_ranges_follow_randaugment() -> None:
     )
 
 
-def test_pairs_apply_in_order_per_sample() -> None:
-    x = _images(n=4)
+@pytest.mark.parametrize("size", [(24, 32), (7, 9)], ids=["rows-of-words", "rows-of-bytes"])
+def test_pairs_apply_in_order_per_sample(size: tuple[int, int]) -> None:
+    x = _images(*size, n=4)
     g = torch.Generator().manual_seed(3)
     mags, signs = sample_magnitudes(4, g)
     assert mags.shape == (4, 2) and ((mags >= 0) & (mags <= 10)).all()
@@ -105,6 +113,20 @@ def test_pairs_apply_in_order_per_sample() -> None:
         torch.testing.assert_close(out[i : i + 1], two)
     # order matters: Rotate-then-Solarize differs from Solarize-then-Rotate on the fill
     assert not torch.equal(out[0], out[1])
+
+
+def test_uint8_batches_give_the_float_result_and_stay_unchanged() -> None:
+    x = _images(n=28)
+    x8 = (x * 255).round().to(torch.uint8)
+    before = x8.clone()
+    g = torch.Generator().manual_seed(1)
+    pairs = torch.stack([torch.arange(28) % NUM_OPS, torch.arange(28).flip(0) % NUM_OPS], 1)
+    mags, signs = sample_magnitudes(28, g)
+    out8 = apply_pairs(x8, pairs, mags, signs)
+    assert out8.dtype == torch.float32 and out8.shape == x.shape
+    assert float(out8.min()) >= 0.0 and float(out8.max()) <= 1.0
+    torch.testing.assert_close(out8, apply_pairs(x, pairs, mags, signs), rtol=0, atol=0)
+    assert torch.equal(x8, before)
 
 
 def test_standard_augment_is_a_zero_padded_crop_or_flip() -> None:
