@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import apply_pairs, sample_magnitudes, standard_augment
+from .data import to_unit_float
 from .hpo import HyperSGD
 from .policy import AugmentPolicy
 from .search import ArchitectureSearch
@@ -112,9 +113,11 @@ def forward_logits(parts: StepParts, x: Tensor, selection: Selection | None) -> 
 
 
 def _augment(parts: StepParts, x: Tensor, timer: Timer) -> tuple[Tensor, Tensor | None]:
+    """The augmented batch as float in [0, 1] (``x`` is uint8 or float in [0, 1]), and the
+    sampled DA pairs (None without a policy). The DA ops work on uint8 and convert once."""
     if parts.policy is None:
         with timer("augment"):
-            return standard_augment(x, parts.generator, flip=parts.hflip), None
+            return to_unit_float(standard_augment(x, parts.generator, flip=parts.hflip)), None
     with timer("da_sampling"):
         if parts.draw_da is not None:
             pairs, mags, signs = parts.draw_da(x.shape[0])

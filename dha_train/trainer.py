@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from .data import to_unit_float
 from .distributed import all_reduce_, broadcast_object, rank_seed, sync_buffers_
 from .epoch_report import NOT_METRICS, epoch_line, jsonable
 from .errors import ConfigError, UserError
@@ -224,7 +223,7 @@ class _Run:
         )
         for x, y in loader:
             self.set_schedule(phase, epochs)
-            x = to_unit_float(x.to(self.device, non_blocking=True))
+            x = x.to(self.device, non_blocking=True)  # uint8 or float; the step makes it float
             y = y.to(self.device, non_blocking=True)
             out = self.run.step(x, y)
             self.accum += torch.stack(
