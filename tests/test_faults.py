@@ -9,11 +9,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -27,6 +32,7 @@ from dha_train.checkpoint import (
     save_checkpoint,
 )
 from dha_train.errors import DiskFullError
+from pipeline.runs import retire_orphans
 from tests.conftest import REPO
 from tests.fault_tools import (
     Dha,
@@ -149,6 +155,28 @@ def check_reuse_false(ctx: Ctx) -> None:
     assert _running(crash.a) == []
 
 
+def check_orphans(ctx: Ctx) -> None:
+    uri = f"sqlite:///{ctx.tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    owners = {"gone": (host, gone.pid), "alive": (host, os.getpid())}
+    owners["elsewhere"] = ("another-host", gone.pid)
+    ids = {}
+    for name, (host, pid) in owners.items():
+        tags = {"dha.step": "search_train", "dha.host": host, "dha.pid": str(pid)}
+        ids[name] = client.create_run("0", tags=tags).info.run_id
+    mlflow.set_tracking_uri(uri)
+    retired = retire_orphans("0", replaced_by="r" * 32)
+    assert [r.info.run_id for r in retired] == [ids["gone"]]
+    run = client.get_run(ids["gone"])
+    assert run.info.status == "FAILED" and run.data.tags["dha.replaced_by"] == "r" * 32
+    assert "ended without closing the run" in run.data.tags["dha.error"]
+    for name in ("alive", "elsewhere"):  # a live process, or one this host cannot see
+        assert client.get_run(ids[name]).info.status == "RUNNING"
+
+
 def check_corrupt_latest(ctx: Ctx) -> None:
     tmp, caplog = ctx.tmp, ctx.caplog
     save_checkpoint({"global_step": 6, "w": torch.arange(4.0)}, tmp)
@@ -269,6 +297,14 @@ class Fault:
 
 
 FAULTS = [
+    Fault(
+        "orphaned-run",
+        "a run left RUNNING by a process that is gone (kill -9, OOM, power cut)",
+        "the next `dha run` marks it FAILED with `dha.error` and `dha.replaced_by`; runs of live "
+        "processes and of other hosts are left alone",
+        check_orphans,
+        slow=False,
+    ),
     Fault(
         "kill-and-rerun",
         "`dha run` killed with kill -9 (whole process group) mid search_train, then rerun",
