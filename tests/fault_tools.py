@@ -36,6 +36,7 @@ class Dha:
         self.uri, self.checkpoints, self.logs = uri, checkpoints, logs
         logs.mkdir(parents=True, exist_ok=True)
         self.count = 0
+        self.outputs: dict[int, tuple[Path, Path]] = {}  # pid -> its stdout and stderr files
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "PYTHONUNBUFFERED": "1"}
@@ -47,15 +48,18 @@ class Dha:
     def start(self, *args: str) -> subprocess.Popen:
         """Start ``dha args`` in its own session; stdout and stderr go to files in ``logs``."""
         self.count += 1
-        stem = self.logs / f"{self.count:02d}-{args[0]}"
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args],
-            cwd=REPO,
-            env=self.env(),
-            stdout=open(f"{stem}.out", "w"),  # noqa: SIM115 - the child owns it
-            stderr=open(f"{stem}.err", "w"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        out, err = (self.logs / f"{self.count:02d}-{args[0]}.{s}" for s in ("out", "err"))
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", *args],
+                cwd=REPO,
+                env=self.env(),
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        self.outputs[proc.pid] = (out, err)
+        return proc
 
     def finish(self, proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
         """Wait for ``proc`` (never longer than ``timeout``: a hang fails the test)."""
@@ -64,7 +68,8 @@ class Dha:
         except subprocess.TimeoutExpired:
             kill_group(proc)
             raise AssertionError(f"dha hung: still running after {timeout:.0f} s") from None
-        return code, Path(proc.stdout.name).read_text(), Path(proc.stderr.name).read_text()  # type: ignore[union-attr]
+        out, err = self.outputs[proc.pid]
+        return code, out.read_text(), err.read_text()
 
     def run(self, *args: str, timeout: float = 900) -> tuple[int, str, str]:
         return self.finish(self.start(*args), timeout)
@@ -132,4 +137,6 @@ def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[float]:
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+    """The CLI's ``error:`` lines (a progress bar may have left a carriage return before one)."""
+    lines = (part.strip() for line in stderr.splitlines() for part in line.split("\r"))
+    return [line for line in lines if line.startswith("error:")]

