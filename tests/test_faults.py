@@ -86,6 +86,7 @@ class Crash:
     killed_main: str
     killed_search: str
     rerun: tuple[int, str, str]
+    rerun_main: str  # the main run of the rerun
     second_store: tuple[int, str, str]
     no_reuse: tuple[int, str, str]
 
@@ -101,6 +102,7 @@ def _crash(root: Path) -> Crash:
     killed_search = _step_runs(client_a, "search_train")[0].info.run_id
     assert len(_running(client_a)) == 2  # what a crash leaves behind
     rerun = a.run(*PIPELINE)
+    (rerun_main,) = [r for r in _step_runs(client_a, "main") if r.info.run_id != killed_main]
     b = Dha(f"sqlite:///{root}/b.db", root / "checkpoints", root / "logs")
     second = b.run(*SEARCH_LIKE_PIPELINE)
     no_reuse = a.run(*PIPELINE, "--reuse", "false")
@@ -114,12 +116,12 @@ def check_kill_and_rerun(ctx: Ctx) -> None:
     assert _running(crash.a) == []
     assert f"continuing interrupted run {crash.killed_search}" in out
     search = crash.a.get_run(crash.killed_search)
-    new_main = next(r for r in _step_runs(crash.a, "main") if r.info.run_id != crash.killed_main)
     old_main = crash.a.get_run(crash.killed_main)
     assert old_main.info.status == "FAILED"
-    assert old_main.data.tags["dha.replaced_by"] == new_main.info.run_id
+    assert old_main.data.tags["dha.replaced_by"] == crash.rerun_main
+    assert crash.a.get_run(crash.rerun_main).info.status == "FINISHED"
     assert search.info.status == "FINISHED"
-    assert search.data.tags["mlflow.parentRunId"] == new_main.info.run_id
+    assert search.data.tags["mlflow.parentRunId"] == crash.rerun_main
     assert "dha.replaced_by" not in search.data.tags and "dha.error" not in search.data.tags
     # metrics appended from the resumed step: every epoch is there, once
     assert metric_steps(crash.a, search.info.run_id, "epoch") == EPOCHS
