@@ -32,7 +32,7 @@ from dha_train.checkpoint import (
     save_checkpoint,
 )
 from dha_train.errors import DiskFullError
-from pipeline.runs import retire_orphans
+from pipeline.runs import code_version, find_resumable_run, find_reusable_run, retire_orphans
 from tests.conftest import REPO
 from tests.fault_tools import (
     Dha,
@@ -166,6 +166,7 @@ def check_orphans(ctx: Ctx) -> None:
     ids = {}
     for name, (host, pid) in owners.items():
         tags = {"dha.step": "search_train", "dha.host": host, "dha.pid": str(pid)}
+        tags["dha.code_version"] = code_version()
         ids[name] = client.create_run("0", tags=tags).info.run_id
     mlflow.set_tracking_uri(uri)
     retired = retire_orphans("0", replaced_by="r" * 32)
@@ -175,6 +176,11 @@ def check_orphans(ctx: Ctx) -> None:
     assert "ended without closing the run" in run.data.tags["dha.error"]
     for name in ("alive", "elsewhere"):  # a live process, or one this host cannot see
         assert client.get_run(ids[name]).info.status == "RUNNING"
+    # the retired run is the one a rerun may continue (when it has a checkpoint), none is reused
+    found = find_resumable_run("search_train", {}, "0", lambda run: True)
+    assert found is not None and found.info.run_id == ids["gone"]
+    assert find_resumable_run("search_train", {}, "0", lambda run: False) is None
+    assert find_reusable_run("search_train", {}, "0") is None
 
 
 def check_corrupt_latest(ctx: Ctx) -> None:
