@@ -143,21 +143,25 @@ def _disk_full(exc: BaseException) -> BaseException:
     return exc
 
 
-def find_reusable_run(step: str, params: Mapping[str, Any], experiment_id: str) -> Run | None:
-    """The newest FINISHED run of ``step`` with these parameters and this code version."""
+def _step_runs(step: str, params: Mapping[str, Any], experiment_id: str, status: str) -> list[Run]:
+    """Runs of ``step`` with these parameters and this code version, newest first.
+
+    ``status``: a condition on ``attributes.status`` (e.g. ``= 'FINISHED'``).
+    """
     wanted = as_strings(params)
-    client = MlflowClient()
-    runs = client.search_runs(
+    runs = MlflowClient().search_runs(
         [experiment_id],
         filter_string=f"tags.`{STEP_TAG}` = '{step}' and tags.`{CODE_TAG}` = '{code_version()}' "
-        "and attributes.status = 'FINISHED'",
+        f"and attributes.status {status}",
         order_by=["attributes.start_time DESC"],
         max_results=50,
     )
-    for run in runs:
-        if all(run.data.params.get(k) == v for k, v in wanted.items()):
-            return run
-    return None
+    return [r for r in runs if all(r.data.params.get(k) == v for k, v in wanted.items())]
+
+
+def find_reusable_run(step: str, params: Mapping[str, Any], experiment_id: str) -> Run | None:
+    """The newest FINISHED run of ``step`` with these parameters and this code version."""
+    return next(iter(_step_runs(step, params, experiment_id, "= 'FINISHED'")), None)
 
 
 def _process_gone(host: str | None, pid: str | None) -> bool:
@@ -213,21 +217,12 @@ def find_resumable_run(
 
     Same parameters and code version, in this experiment of this store.
     """
-    wanted = as_strings(params)
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{STEP_TAG}` = '{step}' and tags.`{CODE_TAG}` = '{code_version()}' "
-        "and attributes.status != 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=50,
-    )
-    for run in runs:
+    for run in _step_runs(step, params, experiment_id, "!= 'FINISHED'"):
         tags = run.data.tags
         interrupted = run.info.status == "FAILED" or (
             run.info.status == "RUNNING" and _process_gone(tags.get(HOST_TAG), tags.get(PID_TAG))
         )
-        same = all(run.data.params.get(k) == v for k, v in wanted.items())
-        if interrupted and same and resumable(run):
+        if interrupted and resumable(run):
             return run
     return None
 

@@ -106,7 +106,16 @@ def _crash(root: Path) -> Crash:
     b = Dha(f"sqlite:///{root}/b.db", root / "checkpoints", root / "logs")
     second = b.run(*SEARCH_LIKE_PIPELINE)
     no_reuse = a.run(*PIPELINE, "--reuse", "false")
-    return Crash(client_a, MlflowClient(b.uri), killed_main, killed_search, rerun, second, no_reuse)
+    return Crash(
+        client_a,
+        MlflowClient(b.uri),
+        killed_main,
+        killed_search,
+        rerun,
+        rerun_main.info.run_id,
+        second,
+        no_reuse,
+    )
 
 
 def check_kill_and_rerun(ctx: Ctx) -> None:
@@ -181,6 +190,8 @@ def check_orphans(ctx: Ctx) -> None:
     assert found is not None and found.info.run_id == ids["gone"]
     assert find_resumable_run("search_train", {}, "0", lambda run: False) is None
     assert find_reusable_run("search_train", {}, "0") is None
+    client.set_terminated(ids["alive"], "FINISHED")
+    assert find_reusable_run("search_train", {}, "0").info.run_id == ids["alive"]
 
 
 def check_corrupt_latest(ctx: Ctx) -> None:
