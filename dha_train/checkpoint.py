@@ -1,26 +1,42 @@
-"""Checkpoints: atomic writes, ``weights_only=True`` loads, and every RNG stream.
+"""Checkpoints: atomic writes, a kept previous one, owned folders, ``weights_only=True`` loads.
 
 A checkpoint is a dict of tensors and primitive containers only, so ``torch.load`` with
-``weights_only=True`` reads it. It is written to a temporary file in the same folder and moved
-into place with ``os.replace``: a crash mid-write leaves the previous good checkpoint intact.
+``weights_only=True`` reads it. It is written to a temporary file in the same folder; the
+latest checkpoint then becomes ``checkpoint.prev.pt`` and the new file takes its place (two
+``os.replace``, which need no space). A crash or a full disk mid-write leaves both intact, and
+a latest checkpoint that cannot be read falls back to the previous one with a warning.
+
+A folder belongs to one owner (for the pipeline: tracking store, experiment and step run),
+recorded in ``owner.json``: :func:`owner_workdir` gives each owner its own folder, so a run
+resumes only its own checkpoints and any other run starts afresh.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import DiskFullError, UserError
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "PREVIOUS_NAME",
+    "OWNER_NAME",
+    "TEMPORARY_NAME",
     "CheckpointError",
+    "owner_workdir",
+    "claim_workdir",
+    "has_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
     "rng_state",
@@ -29,22 +45,81 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.prev.pt"
+OWNER_NAME = "owner.json"
+TEMPORARY_NAME = f".{CHECKPOINT_NAME}.tmp"  # one writer per folder: rank 0 of its owner's run
 
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit this run."""
 
 
-def save_checkpoint(state: dict[str, Any], workdir: Path) -> Path:
-    """Write ``state`` to ``workdir/checkpoint.pt`` atomically; returns the path."""
+def owner_workdir(root: Path, key: str, owner: Mapping[str, str]) -> Path:
+    """``root/key/<hash of owner>``: ``key`` names what is trained, ``owner`` who trains it."""
+    text = json.dumps({k: str(v) for k, v in owner.items()}, sort_keys=True)
+    return Path(root) / key / hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def claim_workdir(root: Path, key: str, owner: Mapping[str, str]) -> Path:
+    """:func:`owner_workdir`, created with ``owner.json``; says so when others' are left alone.
+
+    Folders of other owners under ``root/key`` are never resumed nor touched.
+    """
+    workdir = owner_workdir(root, key, owner)
+    base = workdir.parent
+    if not has_checkpoint(workdir) and base.is_dir():
+        others = [_describe(p / OWNER_NAME) for p in sorted(base.iterdir()) if p != workdir]
+        others = [o for o in others if o]
+        if others:
+            log.warning(
+                "starting afresh: the checkpoints in %s belong to %s, not to %s",
+                base,
+                "; ".join(others),
+                _describe_owner(owner),
+            )
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / CHECKPOINT_NAME
-    tmp = workdir / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    record = {k: str(v) for k, v in owner.items()}
+    (workdir / OWNER_NAME).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return workdir
+
+
+def _describe_owner(owner: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(owner.items()))
+
+
+def _describe(path: Path) -> str:
     try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as fh:
+        return _describe_owner(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return ""
+
+
+def has_checkpoint(workdir: Path) -> bool:
+    """Whether ``workdir`` holds a checkpoint (latest or previous) to resume from."""
+    return any((Path(workdir) / name).is_file() for name in (CHECKPOINT_NAME, PREVIOUS_NAME))
+
+
+def save_checkpoint(state: dict[str, Any], workdir: Path) -> Path:
+    """Write ``state`` to ``workdir/checkpoint.pt`` atomically, keeping the one before."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path, previous = workdir / CHECKPOINT_NAME, workdir / PREVIOUS_NAME
+    tmp = workdir / TEMPORARY_NAME
+    try:
+        # through a Python file: a full disk is then OSError(ENOSPC), not a C++ stream error
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
             os.fsync(fh.fileno())
+        if path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise DiskFullError(
+            f"no space left on the device while writing checkpoint {path}; the earlier "
+            f"checkpoints in {workdir} are intact: free space and rerun to resume"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     log.debug("checkpoint written: %s", path)
@@ -54,10 +129,28 @@ def save_checkpoint(state: dict[str, Any], workdir: Path) -> Path:
 def load_checkpoint(
     workdir: Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any] | None:
-    """The last checkpoint in ``workdir``, or None when there is none."""
-    path = workdir / CHECKPOINT_NAME
+    """The last readable checkpoint in ``workdir`` (latest, else previous), or None."""
+    path, previous = workdir / CHECKPOINT_NAME, workdir / PREVIOUS_NAME
     if not path.exists():
-        return None
+        if not previous.exists():
+            return None
+        log.warning("%s is missing; resuming from the previous checkpoint %s", path, previous)
+        return _read(previous, map_location)
+    try:
+        return _read(path, map_location)
+    except CheckpointError as exc:
+        if not previous.exists():
+            raise
+        log.warning(
+            "cannot read checkpoint %s (%s); falling back to the previous one, %s",
+            path,
+            exc.__cause__,
+            previous,
+        )
+        return _read(previous, map_location)
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a foreign or damaged file: say which and how to recover

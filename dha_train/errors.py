@@ -9,7 +9,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-__all__ = ["UserError", "DatasetError", "BudgetError", "ConfigError", "check_choice"]
+__all__ = [
+    "UserError",
+    "DatasetError",
+    "BudgetError",
+    "ConfigError",
+    "DiskFullError",
+    "check_choice",
+]
 
 
 class UserError(Exception):
@@ -26,6 +33,10 @@ class DatasetError(UserError):
 
 class BudgetError(UserError):
     """A resource budget that no architecture in the search space can meet."""
+
+
+class DiskFullError(UserError):
+    """A write failed with ENOSPC: the message names the file and what was kept."""
 
 
 def check_choice(value: str, choices: Sequence[str], what: str) -> str:

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -55,14 +56,13 @@ def wait_for_http(
     raise TimeoutError(f"{url} did not answer in {timeout:.0f} s")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with a SQLite store; yields its http URI."""
-    port = free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    log = store / "server.log"  # a file, not a pipe: a full pipe would stall a busy server
-    proc = subprocess.Popen(
+def start_mlflow_server(port: int, store: Path, output: Any = subprocess.PIPE) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1:``port``, SQLite and artifacts under ``store``.
+
+    ``output``: where its log goes (a pipe, read when it exits early, or an open file).
+    """
+    store.mkdir(exist_ok=True)
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -79,11 +79,21 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
             "--workers",
             "1",
         ],
-        stdout=log.open("w"),
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store; yields its http URI."""
+    port = free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    log = store / "server.log"  # a file, not a pipe: a full pipe would stall a busy server
+    proc = start_mlflow_server(port, store, output=log.open("w"))
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", proc, log=log)

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from dha_train.augment import sample_magnitudes
-from dha_train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from dha_train.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint
 from dha_train.data import DataBundle, load_dataset
 from dha_train.modes import mode_phases
 from dha_train.phase import build_phase
@@ -186,7 +186,8 @@ def test_stop_on_two_ranks_resume_on_one(tmp_path: Path) -> None:
     with pytest.raises(mp.ProcessRaisedException, match="simulated stop|Connection closed by peer"):
         mp.spawn(_spawned_stop, args=(2, tmp_path), nprocs=2, join=True)
     work = tmp_path / "work"
-    assert [p.name for p in work.iterdir()] == [CHECKPOINT_NAME]  # rank 0 only, no temp files
+    # rank 0 only, no temp files: the latest checkpoint and the one before it
+    assert sorted(p.name for p in work.iterdir()) == sorted([CHECKPOINT_NAME, PREVIOUS_NAME])
     ckpt = load_checkpoint(work)
     assert ckpt is not None and ckpt["world_size"] == 2
     assert ckpt["global_step"] == 28 and ckpt["epoch"] == 1 and ckpt["step_in_epoch"] == 8

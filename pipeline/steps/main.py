@@ -5,6 +5,10 @@ point started with ``mlflow.projects.run`` as in MLflow's multistep example. Ste
 other run ids (whose artifacts and ``models:/`` URIs they read). A step that already
 FINISHED with the same parameters and code version is reused (``--reuse false`` reruns).
 Bad input is caught here, before any step starts.
+
+After a crash: runs left RUNNING by a process that is gone are marked FAILED, tagged with
+the main run that replaced them, and an interrupted search_train run with a checkpoint is
+continued (same run id, metrics appended from the checkpoint's step) unless ``--reuse false``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from pipeline.runs import (
     ERROR_TAG,
     as_strings,
     default_tracking_uri,
+    find_resumable_run,
     find_reusable_run,
     project_root,
+    reopen_run,
+    retire_orphans,
     step_run,
 )
 from pipeline.steps import search_train
@@ -47,6 +54,8 @@ RUN_ID_PARAMS = {
     "measure_run_id": "measure",
     "export_run_id": "export",
 }
+# steps whose interrupted run a rerun continues: step -> test of a run for a checkpoint
+RESUMABLE = {"search_train": search_train.resumable}
 
 
 class StepFailed(UserError):
@@ -102,25 +111,35 @@ def _launch(
             mlflow.set_tag(f"dha.run.{step}", found.info.run_id)
             return found.info.run_id
     client = MlflowClient()
-    child = client.create_run(
-        experiment_id, run_name=f"{step}: {label}", tags={"mlflow.parentRunId": parent.info.run_id}
-    )
-    mlflow.set_tag(f"dha.run.{step}", child.info.run_id)
-    print(f"[{step}] starting run {child.info.run_id}", flush=True)
+    interrupted = None
+    if reuse and step in RESUMABLE:
+        interrupted = find_resumable_run(step, strings, experiment_id, RESUMABLE[step](params))
+    if interrupted is not None:
+        run_id = interrupted.info.run_id
+        reopen_run(run_id, parent_id=parent.info.run_id)
+        print(f"[{step}] continuing interrupted run {run_id} from its checkpoint", flush=True)
+    else:
+        run_id = client.create_run(
+            experiment_id,
+            run_name=f"{step}: {label}",
+            tags={"mlflow.parentRunId": parent.info.run_id},
+        ).info.run_id
+        print(f"[{step}] starting run {run_id}", flush=True)
+    mlflow.set_tag(f"dha.run.{step}", run_id)
     try:
         mlflow.projects.run(
             str(project_root()),
             entry_point=step,
             parameters=strings,
             env_manager="local",
-            run_id=child.info.run_id,
+            run_id=run_id,
             experiment_id=experiment_id,
             synchronous=True,
         )
     except mlflow.exceptions.ExecutionException:
-        reason = client.get_run(child.info.run_id).data.tags.get(ERROR_TAG, "see its log above")
-        raise StepFailed(f"step {step} failed (run {child.info.run_id}): {reason}") from None
-    return child.info.run_id
+        reason = client.get_run(run_id).data.tags.get(ERROR_TAG, "see its log above")
+        raise StepFailed(f"step {step} failed (run {run_id}): {reason}") from None
+    return run_id
 
 
 def _summary(client: MlflowClient, measure_id: str, register_id: str) -> str:
@@ -146,8 +165,11 @@ def run(args: argparse.Namespace) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     search_params = {k: values[k] for k in STEP_PARAMS["search_train"]}
     data = search_train.preflight(search_params, formats=values["formats"])  # before any step
+    # the steps run in the project folder: they must find this folder's checkpoints
+    os.environ[search_train.CHECKPOINT_DIR_ENV] = str(search_train.checkpoint_root())
     _use_named_experiment(values)
     with step_run("main", values) as parent:
+        retire_orphans(parent.info.experiment_id, replaced_by=parent.info.run_id)
         mlflow.set_tag("mlflow.runName", f"dha run: {job_label(values)}")
         # MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) pages
         MlflowClient().set_experiment_tag(parent.info.experiment_id, *_EXPERIMENT_KIND)

@@ -5,9 +5,12 @@ under the budgets; ends with the derived child and its trained weights. Writes t
 per-epoch metrics, architecture.json, the DA-policy heatmap, the architecture's evolution,
 the lr/wd trajectories, the final checkpoint (checkpoints/) and the child (trained/).
 
-Checkpoints go to ./outputs/search_train/<key>, where key hashes the parameters (but not
-nproc) and code: re-running the same step (or ``--resume``) continues from the last
-checkpoint, on any number of processes.
+Checkpoints belong to the step's run: they go to ``$DHA_CHECKPOINT_DIR/<key>/<owner>``
+(default ``./outputs/search_train``), where key hashes the parameters (but not nproc) and
+code, and owner the tracking store, experiment and run id (recorded in owner.json). A rerun
+of an interrupted run (killed, or FAILED) with the same parameters in the same store
+continues that run, from its last checkpoint and on any number of processes; every other run
+trains afresh.
 
 With ``--nproc N`` (N > 1) outside torchrun, this process owns the MLflow run and re-launches
 the step under ``torchrun --standalone --nproc-per-node N``, one process per GPU (or N CPU
@@ -25,6 +28,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ import torch
 
 from dha_train import distributed
 from dha_train.budgets import Budget, CostModel
+from dha_train.checkpoint import claim_workdir, has_checkpoint, owner_workdir
 from dha_train.data import DataBundle, load_dataset
 from dha_train.errors import ConfigError
 from dha_train.spaces import SpaceConfig, validate_architecture
@@ -43,7 +48,13 @@ from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
 from pipeline.dataset_inputs import log_splits
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
-from pipeline.runs import code_version, step_run
+from pipeline.runs import (
+    code_version,
+    default_tracking_uri,
+    find_resumable_run,
+    reopen_run,
+    step_run,
+)
 from pipeline.sink import MlflowSink
 
 __all__ = [
@@ -54,10 +65,13 @@ __all__ = [
     "space_config",
     "budget_of",
     "train_config",
+    "checkpoint_root",
+    "resumable",
 ]
 
 log = logging.getLogger(__name__)
 TRAINED_DIR = "trained"
+CHECKPOINT_DIR_ENV = "DHA_CHECKPOINT_DIR"
 
 # Defaults that depend on the dataset (a 0 / 0.0 parameter means "use this").
 _SMALL = {"resolution": 32, "epochs": 50, "width_mult": 1.0, "init_channels": 16, "layers": 8}
@@ -91,11 +105,6 @@ DATASET_DEFAULTS: dict[str, dict[str, float]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params(parser, STEP_PARAMS["search_train"])
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the last checkpoint (re-running the step does so too)",
-    )
     parser.add_argument("--limit-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -186,12 +195,41 @@ def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBund
     return data
 
 
-def _workdir(values: dict[str, Any]) -> Path:
+def checkpoint_root() -> Path:
+    """$DHA_CHECKPOINT_DIR, else ./outputs/search_train (absolute, for step processes)."""
+    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or Path("outputs") / "search_train").resolve()
+
+
+def _key(values: dict[str, Any]) -> str:
     keyed = {k: v for k, v in values.items() if k != "nproc"}  # resume on any number of ranks
-    key = hashlib.sha256(
-        json.dumps({**keyed, "code": code_version()}, sort_keys=True, default=str).encode()
-    ).hexdigest()[:12]
-    return Path("outputs") / "search_train" / key
+    text = json.dumps({**keyed, "code": code_version()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _owner(run: mlflow.entities.Run) -> dict[str, str]:
+    return {
+        "tracking_uri": default_tracking_uri(),
+        "experiment_id": run.info.experiment_id,
+        "run_id": run.info.run_id,
+    }
+
+
+def resumable(values: dict[str, Any]) -> Callable[[mlflow.entities.Run], bool]:
+    """A test for :func:`find_resumable_run`: does a run of ``values`` have a checkpoint?"""
+    return lambda run: has_checkpoint(owner_workdir(checkpoint_root(), _key(values), _owner(run)))
+
+
+def _continue_interrupted(values: dict[str, Any]) -> None:
+    """Run by hand (no run given): attach to an interrupted run of these values, if any."""
+    if os.environ.get("MLFLOW_RUN_ID") or mlflow.active_run() is not None:
+        return
+    mlflow.set_tracking_uri(default_tracking_uri())
+    experiment_id = mlflow.tracking.fluent._get_experiment_id()
+    found = find_resumable_run("search_train", values, experiment_id, resumable(values))
+    if found is not None:
+        reopen_run(found.info.run_id)
+        os.environ["MLFLOW_RUN_ID"] = found.info.run_id
+        print(f"[search_train] continuing interrupted run {found.info.run_id}", flush=True)
 
 
 class _NoSink:
@@ -216,8 +254,6 @@ def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
     for name in STEP_PARAMS["search_train"]:
         if name != "nproc":
             argv += [PARAMS[name].flag, str(getattr(args, name))]
-    if args.resume:
-        argv.append("--resume")
     if args.limit_steps_per_epoch is not None:
         argv += ["--limit-steps-per-epoch", str(args.limit_steps_per_epoch)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -233,6 +269,8 @@ def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["search_train"])
+    if not distributed.inside_torchrun():
+        _continue_interrupted(values)
     if values["nproc"] > 1 and not distributed.inside_torchrun():
         _launch_torchrun(args, values)
         return
@@ -250,12 +288,14 @@ def _run_rank(
     data = preflight(values)
     v = resolve(values)
     cfg = train_config(v, data, ctx, limit_steps_per_epoch=args.limit_steps_per_epoch)
-    workdir = _workdir(values)
     if ctx.rank != 0:  # only rank 0 touches MLflow (it attaches to MLFLOW_RUN_ID)
         logging.getLogger("dha_train").setLevel(logging.WARNING)  # rank 0 reports progress
+        workdir = distributed.broadcast_object(None)
         train(cfg, data, workdir=workdir, sink=_NoSink(), resume=True)
         return
     with step_run("search_train", values) as active:
+        workdir = claim_workdir(checkpoint_root(), _key(values), _owner(active))
+        distributed.broadcast_object(workdir)
         mlflow.log_params({"resolved." + k: v[k] for k in DATASET_DEFAULTS[v["dataset"]]})
         mlflow.log_dict(
             {
