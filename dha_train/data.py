@@ -39,7 +39,14 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from dha_train.errors import ConfigError, DatasetError
 
-__all__ = ["DataBundle", "DATASETS", "load_dataset", "to_unit_float", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "DataBundle",
+    "DATASETS",
+    "load_dataset",
+    "to_unit_float",
+    "unreadable_reason",
+    "IMAGE_EXTENSIONS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +192,18 @@ class ImageFiles(Dataset):
         raise DatasetError("no readable image in the dataset")
 
 
-def _is_readable(path: str) -> bool:
+def unreadable_reason(path: str | Path) -> str | None:
+    """Why ``path`` cannot be decoded as an image (PIL's verify), or None if it can."""
     try:
         with Image.open(path) as img:
             img.verify()
-        return True
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return False
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _is_readable(path: str) -> bool:
+    return unreadable_reason(path) is None
 
 
 def _class_files(folder: Path) -> tuple[list[str], int]:

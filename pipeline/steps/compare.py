@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
 from pipeline.compare import build_comparison, collect_runs, plot_comparison
-from pipeline.params import STEP_PARAMS, add_params, parse_values
+from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run
 
 __all__ = ["add_arguments", "run"]
@@ -44,7 +44,7 @@ def _experiment_ids(client: MlflowClient, name: str) -> list[str]:
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["compare"])
     run_ids = [r.strip() for r in values["run_ids"].split(",") if r.strip()]
-    chosen = [f"--{k.replace('_', '-')}" for k in _SOURCES if values[k]]
+    chosen = [PARAMS[k].flag for k in _SOURCES if values[k]]
     if len(chosen) > 1:
         raise UserError(f"{' and '.join(chosen)} both choose the runs to compare: pass one of them")
     with step_run("compare", values) as active:

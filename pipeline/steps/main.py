@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> None:
     with step_run("main", values) as parent:
         retire_orphans(parent.info.experiment_id, replaced_by=parent.info.run_id)
         mlflow.set_tag("mlflow.runName", f"dha run: {job_label(values)}")
-        # MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) pages
+        # the kind the UI's experiment-type selector records ("Machine learning"); MLflow
+        # 3.17's UI still opens on GenAI pages unless ?workflowType=machine_learning (README)
         MlflowClient().set_experiment_tag(parent.info.experiment_id, *_EXPERIMENT_KIND)
         log_splits(data, data_dir=values["data_dir"])
         ids: dict[str, str] = {}

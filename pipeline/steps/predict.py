@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from dha_train.data import IMAGE_EXTENSIONS
+from dha_train.data import IMAGE_EXTENSIONS, unreadable_reason
 from dha_train.errors import ConfigError, UserError
 from export.inference import format_predictions, load_classifier
 from pipeline.model_uri import check_model_uri
@@ -55,21 +53,11 @@ def image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def _unreadable(path: Path) -> str | None:
-    """Why ``path`` cannot be decoded as an image, or None if it can."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def run(args: argparse.Namespace) -> None:
     if args.top < 1:
         raise ConfigError(f"--top {args.top}: give the number of classes to show per image (>= 1)")
     paths = image_paths(args.images)
-    bad = {p: why for p in paths if (why := _unreadable(p)) is not None}
+    bad = {p: why for p in paths if (why := unreadable_reason(p)) is not None}
     good = [p for p in paths if p not in bad]
     if not good:
         first, why = next(iter(bad.items()))
