@@ -61,7 +61,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         info = log_onnx_model(
             onnx_path, name="model", class_names=["a", "b", "c"], resolution=RESOLUTION
         )
-    register_model_version(info.model_uri, name=MODEL, tags={"top1": 50.0}, budgets={})
+    register_model_version(info.model_uri, name=MODEL, tags={"val_top1": 50.0}, budgets={})
     with mlflow.start_run(run_name="measure") as run:
         mlflow.set_tags({"dha.step": "measure", "dha.dataset": "digits", "dha.space": "cell"})
         mlflow.log_metrics({"top1": 50.0, "params_m": 0.1, "latency_ms.torch.cpu.bs1": 1.0})
