@@ -80,9 +80,11 @@ def log_onnx_model(
     class_names: list[str],
     resolution: int,
     providers: list[str] | None = None,
+    input_example: np.ndarray | None = None,
 ) -> ModelInfo:
     """Log ``onnx_path`` as an MLflow ONNX model (a LoggedModel) in the active run, with the
-    sha256 of the file it writes in its metadata (``onnx_sha256``, checked on load).
+    sha256 of the file it writes in its metadata (``onnx_sha256``, checked on load), and
+    ``input_example`` (float32 (N, 3, R, R) in [0, 1], e.g. one real image) as its example.
 
     ``providers`` default to :func:`onnx_execution_providers` of this machine (CUDA only
     where present; the onnx flavor's default lists CUDA everywhere and warns on CPU).
@@ -99,6 +101,7 @@ def log_onnx_model(
         onnx_execution_providers=providers or onnx_execution_providers(),
         metadata={**_metadata("onnx", class_names, resolution), ONNX_SHA256: sha256},
         save_as_external_data=False,
+        input_example=None if input_example is None else {INPUT_NAME: input_example},
     )
     logger.info("logged ONNX model %s as %s", onnx_path, info.model_uri)
     return info

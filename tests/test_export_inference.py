@@ -20,9 +20,27 @@ from tests.test_export_support import (
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> Iterator[Classifier]:
-    for uri in logged_digits_store(tmp_path_factory):
-        yield load_classifier(uri)
+def logged(tmp_path_factory) -> Iterator[str]:
+    yield from logged_digits_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def classifier(logged: str) -> Classifier:
+    return load_classifier(logged)
+
+
+def test_the_model_carries_a_real_input_example(logged: str, classifier: Classifier) -> None:
+    import mlflow
+
+    info = mlflow.models.get_model_info(logged)
+    assert info.saved_input_example_info is not None
+    model = mlflow.pyfunc.load_model(logged)
+    example = model.input_example
+    images = example["images"] if isinstance(example, dict) else example
+    assert np.asarray(images).shape == (1, 3, RESOLUTION, RESOLUTION)
+    np.testing.assert_allclose(np.asarray(images), trained_digits().val_images[:1].numpy())
+    logits = model.predict(example)["logits"]
+    assert logits.shape == (1, len(CLASS_NAMES)) and np.isfinite(logits).all()
 
 
 def _pil(image: torch.Tensor, size: int) -> Image.Image:

@@ -140,7 +140,13 @@ def _log_digits_model(tmp_path) -> str:
     path = export_onnx(trained.model, resolution=RESOLUTION, path=tmp_path / "digits.onnx")
     check_onnx_parity(trained.model, path, trained.val_images, strict=True)
     with mlflow.start_run():
-        info = log_onnx_model(path, name="model", class_names=CLASS_NAMES, resolution=RESOLUTION)
+        info = log_onnx_model(
+            path,
+            name="model",
+            class_names=CLASS_NAMES,
+            resolution=RESOLUTION,
+            input_example=trained.val_images[:1].numpy(),
+        )
     return info.model_uri
 
 

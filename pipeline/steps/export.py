@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> None:
                 class_names=derived.class_names,
                 resolution=derived.resolution,
                 providers=providers,
+                input_example=images[:1].numpy().astype("float32"),  # a real image
             ).model_uri
             predict, threads = onnx_predictor(onnx_path, providers)
             runtime["onnx"] = measure_runtime(
