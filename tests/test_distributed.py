@@ -51,6 +51,7 @@ def _cfg(data: DataBundle, rank: int, world: int, **kw: Any) -> TrainConfig:
         progress=False,
         hflip=False,
         checkpoint_every_steps=0,
+        warmup_fraction=0.0,  # b is searched from the first step: its all-reduce is compared
         rank=rank,
         world_size=world,
     )
@@ -70,7 +71,7 @@ def _steps(rank: int, world: int, out: Path) -> None:
     data = _digits()
     cfg = _cfg(data, rank, world)
     phase = mode_phases("dha", cfg.epochs, cfg.sequential_search_fraction)[0][0]
-    run = build_phase(cfg, data, phase, arch=None, phase_idx=0)
+    run = build_phase(cfg, data, phase, arch=None, phase_idx=0, phase_steps=cfg.epochs * STEPS)
     # The same per-sample DA draws for both runs: the global batch's draws, this rank's slice.
     g = torch.Generator().manual_seed(123)
     draws = [(AugmentPolicy().sample(BATCH, g), *sample_magnitudes(BATCH, g)) for _ in range(STEPS)]
