@@ -95,6 +95,7 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     log = store / "server.log"  # a file, not a pipe: a full pipe would stall a busy server
     proc = start_mlflow_server(port, store, output=log.open("w"))
     uri = f"http://127.0.0.1:{port}"
+    previous = mlflow.get_tracking_uri()  # a module-scoped store's, restored afterwards
     try:
         wait_for_http(f"{uri}/health", proc, log=log)
         monkeypatch.chdir(tmp_path)
@@ -105,6 +106,7 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     finally:
         while mlflow.active_run() is not None:
             mlflow.end_run()
+        mlflow.set_tracking_uri(previous)  # later tests must not talk to a stopped server
         proc.terminate()
         try:
             proc.wait(timeout=20)
