@@ -147,12 +147,12 @@ def test_budget_penalty_pushes_the_expected_cost_below_the_budget() -> None:
     search = ArchitectureSearch(net, Budget(max_params_m=cheapest.params_m * 1.02), model, seed=0)
     before = float(search.expected_cost()[0])
     assert before > cheapest.params_m * 1.02 and float(search.penalty()) > 0
-    opt = torch.optim.Adam(search.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(search.parameters(), lr=1e-5)  # steps well below b's 1e-3 scale
     for _ in range(20):
         opt.zero_grad()
         search.penalty().backward()
         opt.step()
-    assert float(search.expected_cost()[0]) < before - 1e-4
+    assert float(search.expected_cost()[0]) < before - 1e-5
 
 
 @pytest.mark.parametrize("weighting", ["l1", "alpha"])
