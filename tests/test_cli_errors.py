@@ -23,6 +23,7 @@ from torch import nn
 from dha_train.spaces import SpaceConfig
 from dha_train.spaces.arch import save_architecture
 from dha_train.spaces.named import baseline_architecture
+from export.champion import eligibility
 from export.flavors import log_onnx_model
 from export.onnx_export import export_onnx
 from export.registry import register_model_version
@@ -61,7 +62,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         info = log_onnx_model(
             onnx_path, name="model", class_names=["a", "b", "c"], resolution=RESOLUTION
         )
-    register_model_version(info.model_uri, name=MODEL, tags={"val_top1": 50.0}, budgets={})
+    allowed = eligibility(val_top1=90.0, num_classes=3)  # above twice chance: champion
+    register_model_version(
+        info.model_uri, name=MODEL, tags={"val_top1": 90.0, **allowed.tags()}, budgets={}
+    )
     with mlflow.start_run(run_name="measure") as run:
         mlflow.set_tags({"dha.step": "measure", "dha.dataset": "digits", "dha.space": "cell"})
         mlflow.log_metrics({"top1": 50.0, "params_m": 0.1, "latency_ms.torch.cpu.bs1": 1.0})
