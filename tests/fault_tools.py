@@ -24,7 +24,8 @@ __all__ = [
     "RestartableServer",
     "all_runs",
     "error_lines",
-    "metric_steps",
+    "epoch_steps",
+    "every_epoch_once",
     "wait_until",
 ]
 
@@ -130,10 +131,17 @@ def all_runs(client: MlflowClient) -> list[Run]:
     return client.search_runs(experiments, max_results=1000)
 
 
-def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[float]:
-    """Every value logged for ``key``, in logging order (appended values included)."""
-    history = client.get_metric_history(run_id, key)
-    return [m.value for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
+def epoch_steps(client: MlflowClient, run_id: str) -> list[int]:
+    """The training step of every epoch's metrics, in logging order (appended ones included):
+    ``val_top1`` is logged once at the end of each epoch (epoch counters are not metrics)."""
+    history = client.get_metric_history(run_id, "val_top1")
+    return [m.step for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
+
+
+def every_epoch_once(client: MlflowClient, run_id: str, epochs: int) -> bool:
+    """``epochs`` epochs were logged, each once, in order."""
+    steps = epoch_steps(client, run_id)
+    return len(steps) == epochs and steps == sorted(set(steps))
 
 
 def error_lines(stderr: str) -> list[str]:
