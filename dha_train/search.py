@@ -286,9 +286,8 @@ class ArchitectureSearch(nn.Module):
 
     def _settled_by_window(self, x_new: Tensor) -> list[bool]:
         """Per unit: alpha moved <= freeze_rel_tol of its norm over the last freeze_window
-        search steps, and its top-k support stayed the same over that window."""
-        if self.in_warmup:
-            return [False] * len(self._sizes)
+        search steps, and its top-k support stayed the same over that window (called after
+        the warm-up only: ``end_epoch`` returns before it)."""
         now = self._samples
         old = [t for t in self._trail if t[0] <= now - self.freeze_window]
         if not old:
