@@ -1,4 +1,4 @@
-"""Images/s: batched on-device DA (dha_train.augment) vs torchvision RandAugment on PIL.
+"""Images/s: batched on-device DA (dha_train.da.augment) vs torchvision RandAugment on PIL.
 
 Both pipelines read the same images through a DataLoader with the same number of workers,
 both hand uint8 batches to the training process, and both end with the augmented batch as
@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import RandAugment
 from torchvision.transforms import functional as tvf
 
-from dha_train.augment import apply_pairs, sample_magnitudes
+from dha_train.da.augment import apply_pairs, sample_magnitudes
+from dha_train.da.policy import AugmentPolicy
 from dha_train.data import load_dataset, to_unit_float
-from dha_train.host_memory import retain_freed_memory
-from dha_train.policy import AugmentPolicy
+from dha_train.engine.host_memory import retain_freed_memory
 from dha_train.timing import compare_interleaved
 
 

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 
 import torch
 
-from dha_train.host_memory import retain_freed_memory
+from dha_train.engine.host_memory import retain_freed_memory
+from dha_train.engine.phase import build_phase
+from dha_train.engine.train_step import PhaseTimer, train_step
 from dha_train.modes import MODES
-from dha_train.phase import build_phase
 from dha_train.spaces.base import SpaceConfig
 from dha_train.timing import compare_interleaved
 from dha_train.train_config import TrainConfig
-from dha_train.train_step import PhaseTimer, train_step
 
 PHASES = (
     "da_sampling",

@@ -21,7 +21,7 @@ import argparse
 import statistics
 import sys
 
-from dha_train.host_memory import retain_freed_memory
+from dha_train.engine.host_memory import retain_freed_memory
 from dha_train.timing import TimingStats
 from pipeline.latency import LatencyConfig, describe_environment, measure_latency
 from pipeline.measurement import resolve_target

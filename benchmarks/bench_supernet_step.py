@@ -13,10 +13,11 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from dha_train.budgets import Budget, CostModel
-from dha_train.derive import derive_child
-from dha_train.host_memory import retain_freed_memory
-from dha_train.search import ArchitectureSearch
+from dha_train.engine.host_memory import retain_freed_memory
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.derive import derive_child
+from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_supernet
 from dha_train.spaces.base import SpaceConfig
 from dha_train.timing import compare_interleaved

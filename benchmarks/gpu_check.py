@@ -7,7 +7,7 @@ well under 5 minutes:
 2. one DHA training step (Algorithm 1, mobilenet supernet) timed with and without bf16
    autocast and channels_last (issue 7);
 3. a freshly derived model: a small supernet trained for a few DHA steps through
-   ``dha_train.trainer.train``, its child derived, counted and timed;
+   ``dha_train.engine.trainer.train``, its child derived, counted and timed;
 4. the reference architectures (proxylessnas_gpu, darts_v2 at 224 px) on the CUDA paths:
    torch eager fp32 / fp16 autocast / channels_last, ONNX Runtime's CUDA provider;
 5. TensorRT engines (fp32, fp16) at batch 1 for all of them, when TensorRT is importable;
@@ -167,8 +167,8 @@ def section_versions(state: State) -> None:
 
 def section_dha_step(state: State) -> None:
     """One DHA step (Algorithm 1) with and without bf16 autocast / channels_last."""
+    from dha_train.engine.phase import build_phase
     from dha_train.modes import MODES
-    from dha_train.phase import build_phase
 
     s = state.settings
     data = _digits(s.resolution)
@@ -216,7 +216,7 @@ class _Sink:
 
 def section_derived(state: State) -> None:
     """Train a small supernet for a few DHA steps, derive the child, count and time it."""
-    from dha_train.trainer import train
+    from dha_train.engine.trainer import train
 
     s = state.settings
     data = _digits(s.train_resolution)

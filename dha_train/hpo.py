@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from dha_train.errors import ConfigError
 
 __all__ = ["HyperBounds", "HyperSGD"]
 

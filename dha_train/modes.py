@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from dha_train.errors import ConfigError
 
 __all__ = ["Phase", "MODES", "mode_phases"]
 

@@ -10,8 +10,8 @@ import torch
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from .augment import OPS
-from .policy import policy_stats
+from dha_train.da.augment import OPS
+from dha_train.da.policy import policy_stats
 
 __all__ = ["tau_heatmap", "architecture_evolution", "hyper_trajectories", "log_final_figures"]
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, check_choice
-from .hpo import HyperBounds
-from .modes import MODES
-from .options import FREEZE_RULES, WEIGHTINGS
-from .spaces.base import SpaceConfig
+from dha_train.errors import ConfigError, check_choice
+from dha_train.hpo import HyperBounds
+from dha_train.modes import MODES
+from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
+from dha_train.spaces.base import SpaceConfig
 
 __all__ = ["TrainConfig", "HPO_BATCHES"]
 

@@ -39,15 +39,16 @@ from torch.utils.data import Subset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dha_train.budgets import Budget, CostModel, project_support  # noqa: E402
-from dha_train.counting import count_flops, count_params  # noqa: E402
+from dha_train.da.policy import policy_stats  # noqa: E402
 from dha_train.data import DataBundle, load_dataset  # noqa: E402
-from dha_train.ista import top_k_support  # noqa: E402
-from dha_train.policy import policy_stats  # noqa: E402
+from dha_train.engine.trainer import train  # noqa: E402
+from dha_train.nas.budgets import Budget, project_support  # noqa: E402
+from dha_train.nas.cost_model import CostModel  # noqa: E402
+from dha_train.nas.counting import count_flops, count_params  # noqa: E402
+from dha_train.nas.ista import top_k_support  # noqa: E402
 from dha_train.spaces import build_supernet  # noqa: E402
 from dha_train.spaces.base import SpaceConfig  # noqa: E402
 from dha_train.train_config import TrainConfig  # noqa: E402
-from dha_train.trainer import train  # noqa: E402
 
 ROWS = (
     "dha",

@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "fvcore", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from dha_train.host_memory import retain_freed_memory
+    from dha_train.engine.host_memory import retain_freed_memory
 
     retain_freed_memory()  # large CPU tensors reuse memory instead of faulting it in again
     handler: Callable[[argparse.Namespace], None] = args.handler

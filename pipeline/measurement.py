@@ -44,8 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dha_train.counting import count_flops, count_params
 from dha_train.errors import ConfigError, UserError
+from dha_train.nas.counting import count_flops, count_params
 from pipeline.latency import (
     DEFAULT_TIMING,
     LatencyConfig,

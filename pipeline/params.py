@@ -15,7 +15,7 @@ from typing import Any
 
 from dha_train.errors import ConfigError, check_choice
 from dha_train.modes import MODES
-from dha_train.options import FREEZE_RULES, WEIGHTINGS
+from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 

@@ -28,7 +28,7 @@ import mlflow
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
-from dha_train.distributed import inside_torchrun
+from dha_train.engine.distributed import inside_torchrun
 from dha_train.errors import DiskFullError, UserError
 
 __all__ = [

@@ -14,7 +14,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import autoaugment as tv_autoaugment
 from torchvision.transforms import functional as tvf
 
-from dha_train.augment import (
+from dha_train.da.augment import (
     AUGMENT_OPS,
     NUM_OPS,
     OPS,

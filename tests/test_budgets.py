@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from dha_train.budgets import Budget, CostModel
-from dha_train.counting import count_flops, count_params
 from dha_train.errors import BudgetError, ConfigError
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.counting import count_flops, count_params
 from dha_train.spaces import build_network, build_supernet
 from dha_train.spaces.base import SpaceConfig
 

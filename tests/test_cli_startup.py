@@ -45,7 +45,7 @@ def test_version_names_the_package() -> None:
 def test_counting_flops_raises_no_future_warning() -> None:
     """fvcore's import runs torch.jit.script, which torch deprecates: nothing reaches users."""
     code = (
-        "import torch; from dha_train.counting import count_flops; "
+        "import torch; from dha_train.nas.counting import count_flops; "
         "print(count_flops(torch.nn.Conv2d(3, 4, 3), (1, 3, 8, 8)).total)"
     )
     result = subprocess.run(

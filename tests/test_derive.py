@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dha_train.budgets import Budget, CostModel
-from dha_train.derive import derive_child
-from dha_train.search import ArchitectureSearch
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.derive import derive_child
+from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import architecture_from_dict
 from dha_train.spaces.base import SpaceConfig

@@ -13,16 +13,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from dha_train.augment import sample_magnitudes
-from dha_train.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint
+from dha_train.da.augment import sample_magnitudes
+from dha_train.da.policy import AugmentPolicy
 from dha_train.data import DataBundle, load_dataset
+from dha_train.engine.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint
+from dha_train.engine.phase import build_phase
+from dha_train.engine.train_step import train_step
+from dha_train.engine.trainer import train
 from dha_train.modes import mode_phases
-from dha_train.phase import build_phase
-from dha_train.policy import AugmentPolicy
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
-from dha_train.train_step import train_step
-from dha_train.trainer import train
 
 RES = 16
 BATCH = 16  # the global batch of the equivalence test

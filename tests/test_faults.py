@@ -23,7 +23,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from dha_train.checkpoint import (
+from dha_train.engine.checkpoint import (
     CHECKPOINT_NAME,
     PREVIOUS_NAME,
     TEMPORARY_NAME,
@@ -201,7 +201,7 @@ def check_corrupt_latest(ctx: Ctx) -> None:
     save_checkpoint({"global_step": 12, "w": torch.arange(8.0)}, tmp)
     latest = tmp / CHECKPOINT_NAME
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # a torn write
-    with caplog.at_level(logging.WARNING, logger="dha_train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="dha_train.engine.checkpoint"):
         ckpt = load_checkpoint(tmp)
     assert ckpt is not None and ckpt["global_step"] == 6
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

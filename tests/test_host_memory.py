@@ -11,7 +11,7 @@ import pytest
 # Minor page faults of 20 allocations of a fresh 64 MiB tensor, after 10 to warm up.
 _PROBE = """
 import resource, sys, torch
-from dha_train.host_memory import retain_freed_memory
+from dha_train.engine.host_memory import retain_freed_memory
 took = retain_freed_memory() if sys.argv[1] == "retain" else None
 for _ in range(10):
     torch.ones(16 << 20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dha_train.ista import (
+from dha_train.nas.ista import (
     eq7_alpha,
     eq7_weights,
     ista,

@@ -154,7 +154,7 @@ def test_gpu_check_exits_cleanly_without_cuda():
 
 @pytest.mark.e2e
 def test_gpu_check_cpu_smoke_runs_every_section():
-    for module in ("dha_train.budgets", "dha_train.search", "dha_train.derive"):
+    for module in ("dha_train.nas.budgets", "dha_train.nas.search", "dha_train.nas.derive"):
         pytest.importorskip(module, reason=f"{module} (the trainer's search) not available yet")
     done = _gpu_check("--cpu-smoke")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

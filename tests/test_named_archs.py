@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dha_train.counting import count_flops, count_params
 from dha_train.errors import ConfigError
+from dha_train.nas.counting import count_flops, count_params
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import architecture_from_dict, load_architecture, save_architecture
 from dha_train.spaces.named import NAMED_ARCHITECTURES, named_architecture

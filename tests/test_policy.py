@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from dha_train.policy import AugmentPolicy, policy_stats
+from dha_train.da.policy import AugmentPolicy, policy_stats
 
 
 def test_uniform_start_and_entropy() -> None:

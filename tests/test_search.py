@@ -18,10 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dha_train.budgets import Budget, CostModel
 from dha_train.errors import BudgetError
-from dha_train.ista import eq7_weights
-from dha_train.search import ArchitectureSearch
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.ista import eq7_weights
+from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_supernet
 from dha_train.spaces.base import SpaceConfig
 

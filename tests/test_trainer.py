@@ -9,16 +9,17 @@ from typing import Any
 import pytest
 import torch
 
-from dha_train.budgets import Budget, CostModel
-from dha_train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from dha_train.data import DataBundle, load_dataset
+from dha_train.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from dha_train.engine.trainer import NonFiniteLossError, train
 from dha_train.errors import ConfigError
 from dha_train.modes import MODES, mode_phases
-from dha_train.search import ArchitectureSearch
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_supernet
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
-from dha_train.trainer import NonFiniteLossError, train
 
 RES = 16
 

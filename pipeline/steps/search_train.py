@@ -35,15 +35,16 @@ from typing import Any
 import mlflow
 import torch
 
-from dha_train import distributed
-from dha_train.budgets import Budget, CostModel
-from dha_train.checkpoint import claim_workdir, has_checkpoint, owner_workdir
 from dha_train.data import DataBundle, load_dataset
+from dha_train.engine import distributed
+from dha_train.engine.checkpoint import claim_workdir, has_checkpoint, owner_workdir
+from dha_train.engine.trainer import train
 from dha_train.errors import ConfigError
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
 from dha_train.spaces import SpaceConfig, validate_architecture
 from dha_train.spaces.named import baseline_architecture
 from dha_train.train_config import TrainConfig
-from dha_train.trainer import train
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
 from pipeline.dataset_inputs import log_splits

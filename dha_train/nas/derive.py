@@ -13,7 +13,7 @@ import copy
 
 from torch import nn
 
-from dha_train.search import ArchitectureSearch
+from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import Supernet

@@ -5,7 +5,7 @@
 Search phases are one-stage (ISTA-NAS): after every decision unit has frozen, training goes on
 with the fixed architecture; the result is the derived child with its trained weights.
 
-Multi-process (issue 7, :mod:`dha_train.distributed`): ``rank`` / ``world_size`` shard the
+Multi-process (issue 7, :mod:`dha_train.engine.distributed`): ``rank`` / ``world_size`` shard the
 batches and the evaluation, gradients are all-reduced in every step, each rank has its own DA
 generator seeded from ``(seed, rank)``, and only rank 0 logs and writes checkpoints. Every rank
 calls ``train`` with its own ``rank`` after joining the process group. A checkpoint holds rank
@@ -28,16 +28,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from .distributed import all_reduce_, broadcast_object, rank_seed, sync_buffers_
-from .epoch_report import NOT_METRICS, epoch_line, jsonable
-from .errors import ConfigError, UserError
-from .evaluation import EpochBatches, evaluate, seed_everything
-from .modes import Phase, mode_phases
-from .phase import PhaseRun, build_phase
-from .plots import log_final_figures
-from .spaces.arch import Architecture, architecture_from_dict
-from .train_config import TrainConfig
+from dha_train.engine.checkpoint import (
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from dha_train.engine.distributed import all_reduce_, broadcast_object, sync_buffers_
+from dha_train.engine.epoch_report import NOT_METRICS, epoch_line, jsonable
+from dha_train.engine.evaluation import evaluate
+from dha_train.engine.phase import PhaseRun, build_phase
+from dha_train.engine.sampling import EpochBatches
+from dha_train.engine.seeding import derive_seed, seed_everything
+from dha_train.errors import ConfigError, UserError
+from dha_train.modes import Phase, mode_phases
+from dha_train.plots import log_final_figures
+from dha_train.spaces.arch import Architecture, architecture_from_dict
+from dha_train.train_config import TrainConfig
 
 __all__ = ["TrainResult", "MetricsSink", "NonFiniteLossError", "train"]
 
@@ -156,7 +163,7 @@ class _Run:
         if self.main:
             restore_rng_state(ckpt["rng"], self.run.generators())
         else:  # rank 0's streams are saved; the others start fresh, reproducibly
-            seed = rank_seed(self.cfg.seed, self.cfg.rank, self.global_step)
+            seed = derive_seed(self.cfg.seed, "resume", rank=self.cfg.rank, index=self.global_step)
             seed_everything(seed)
             for i, g in enumerate(self.run.generators().values()):
                 g.manual_seed(seed + i + 1)
@@ -361,7 +368,7 @@ def train(
     cfg.validate()
     _check_data(cfg, data)
     workdir = Path(workdir)
-    seed_everything(cfg.seed + cfg.rank)
+    seed_everything(derive_seed(cfg.seed, "process", rank=cfg.rank))
     state = _Run(cfg, data, workdir, sink)
     ckpt = None
     if resume:  # rank 0 reads it (other nodes need no access to its disk)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DiskFullError, UserError
+from dha_train.errors import DiskFullError, UserError
 
 __all__ = [
     "CHECKPOINT_NAME",

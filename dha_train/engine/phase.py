@@ -8,20 +8,22 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from . import spaces
-from .budgets import Budget, CostModel
-from .data import to_unit_float
-from .distributed import GradSync, broadcast_object
-from .evaluation import op_shares
-from .hpo import HyperBounds, HyperSGD
-from .modes import Phase
-from .policy import AugmentPolicy
-from .search import ArchitectureSearch
-from .spaces.arch import Architecture
-from .spaces.base import Selection, Supernet
-from .spaces.named import baseline_architecture
-from .train_config import TrainConfig
-from .train_step import StepOutput, StepParts, forward_logits, train_step
+from dha_train import spaces
+from dha_train.da.policy import AugmentPolicy
+from dha_train.data import to_unit_float
+from dha_train.engine.distributed import GradSync, broadcast_object
+from dha_train.engine.evaluation import op_shares
+from dha_train.engine.seeding import derive_seed
+from dha_train.engine.train_step import StepOutput, StepParts, forward_logits, train_step
+from dha_train.hpo import HyperBounds, HyperSGD
+from dha_train.modes import Phase
+from dha_train.nas.budgets import Budget
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.search import ArchitectureSearch
+from dha_train.spaces.arch import Architecture
+from dha_train.spaces.base import Selection, Supernet
+from dha_train.spaces.named import baseline_architecture
+from dha_train.train_config import TrainConfig
 
 __all__ = ["PhaseRun", "build_phase", "make_search"]
 
@@ -116,7 +118,7 @@ class PhaseRun:
     def final_model(self) -> tuple[Architecture, nn.Module]:
         if self.search is None:
             return self.architecture, self.net
-        from .derive import derive_child
+        from dha_train.nas.derive import derive_child
 
         return derive_child(cast(Supernet, self.net), self.search)
 
@@ -169,16 +171,18 @@ def build_phase(
     """Fresh parts for ``phase`` (a re-initialised network in every phase) of ``phase_steps``
     training steps (they set the warm-up length and tau's default learning rate)."""
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed * 1009 + phase_idx)  # the same initial weights on every rank
     search = None
-    if phase.search:
-        supernet = spaces.build_supernet(cfg.space)
-        search = make_search(supernet, cfg, phase_steps=phase_steps)
-        net: nn.Module = supernet
-    else:
-        if arch is None:
-            arch = cfg.architecture or baseline_architecture(cfg.space)
-        net = spaces.build_network(arch)
+    # The same initial weights on every rank, drawn without touching the process's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init_weights", index=phase_idx))
+        if phase.search:
+            supernet = spaces.build_supernet(cfg.space)
+            search = make_search(supernet, cfg, phase_steps=phase_steps)
+            net: nn.Module = supernet
+        else:
+            if arch is None:
+                arch = cfg.architecture or baseline_architecture(cfg.space)
+            net = spaces.build_network(arch)
     cl = cfg.use_channels_last()
     net = net.to(device)
     if cl:
@@ -207,8 +211,10 @@ def build_phase(
     if phase.learn_da:
         policy = AugmentPolicy(clip=cfg.tau_clip).to(device)
         policy_opt = torch.optim.Adam(policy.parameters(), lr=cfg.tau_lr_for(phase_steps))
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + cfg.rank + 1)
-    hpo_gen = torch.Generator().manual_seed(cfg.seed * 104_729 + cfg.rank + 2)
+    generator = torch.Generator(device=device).manual_seed(
+        derive_seed(cfg.seed, "augment", rank=cfg.rank)
+    )
+    hpo_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "hpo_batches", rank=cfg.rank))
     shape = (1, 3, 1, 1)
     parts = StepParts(
         net=net,

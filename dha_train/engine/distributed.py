@@ -19,7 +19,7 @@ What must agree across ranks and how it is kept so (see ``train_step`` and ``tra
 
 Each rank draws its augmentation pairs and magnitudes from its own generator, seeded from
 ``(seed, rank)``; after a resume, rank 0 continues its saved stream and the other ranks are
-re-seeded from ``(seed, rank, step)`` (:func:`rank_seed`).
+re-seeded from ``(seed, rank, step)`` (:func:`dha_train.engine.seeding.derive_seed`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ __all__ = [
     "all_reduce_",
     "broadcast_object",
     "sync_buffers_",
-    "rank_seed",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,8 +144,3 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def sync_buffers_(module: nn.Module) -> None:
     """Average the floating-point buffers (BatchNorm running statistics) across ranks."""
     all_reduce_([b for b in module.buffers() if b.is_floating_point()], "mean")
-
-
-def rank_seed(seed: int, rank: int, step: int = 0) -> int:
-    """A seed for ``rank``'s streams, distinct per (seed, rank, step)."""
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % 2**63

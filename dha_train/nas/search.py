@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dha_train.budgets import Budget, CostModel, project_support
-from dha_train.ista import eq7_alpha, eq7_weights, lasso, measurement_matrices, top_k_support
+from dha_train.engine.seeding import derive_seed
+from dha_train.nas.budgets import Budget, project_support, soft_penalty
+from dha_train.nas.cost_model import CostModel
+from dha_train.nas.ista import eq7_alpha, eq7_weights, lasso, measurement_matrices, top_k_support
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import Selection, Supernet, Support
 
@@ -90,11 +92,11 @@ class ArchitectureSearch(nn.Module):
         self._limits = budget.limits()
         # BudgetError before any training if even the cheapest child breaks the budget.
         self._last_feasible: Support = cost_model.check_budget(budget)
-        a, rows = measurement_matrices(self._sizes, seed=seed)
+        a, rows = measurement_matrices(self._sizes, seed=derive_seed(seed, "measurement"))
         self.register_buffer("A", a)
-        gen = torch.Generator().manual_seed(seed + 1)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "arch_init"))
         self.b = nn.Parameter(1e-3 * torch.randn(rows.shape, generator=gen) * rows)
-        self._warmup_gen = torch.Generator().manual_seed(seed + 2)
+        self._warmup_gen = torch.Generator().manual_seed(derive_seed(seed, "warmup_paths"))
         cols = torch.zeros(len(self._sizes), a.shape[2], dtype=torch.bool)
         for u, n in enumerate(self._sizes):
             cols[u, :n] = True
@@ -266,15 +268,11 @@ class ArchitectureSearch(nn.Module):
         ) + per_unit.sum(0)
 
     def penalty(self) -> Tensor:
-        """Soft budget penalty: weight * sum_i relu(E[c_i] / C_i - 1) over bounded resources
-        (zero, with no gradient to b, during the warm-up)."""
-        finite = np.isfinite(self._limits)
-        if not finite.any() or self.in_warmup:
+        """Eq. 1's soft penalty on the expected cost (:func:`budgets.soft_penalty`); zero,
+        with no gradient to b, during the warm-up or without a bounded resource."""
+        if not np.isfinite(self._limits).any() or self.in_warmup:
             return self.b.sum() * 0.0
-        expected = self.expected_cost()
-        idx = torch.tensor(np.flatnonzero(finite), device=expected.device)
-        limits = torch.tensor(self._limits[finite], device=expected.device, dtype=expected.dtype)
-        return self.penalty_weight * torch.relu(expected[idx] / limits - 1.0).sum()
+        return soft_penalty(self.expected_cost(), self._limits, self.penalty_weight)
 
     # -- freezing ----------------------------------------------------------------------
     def _freeze(self, units: list[int], support: Support) -> None:

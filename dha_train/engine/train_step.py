@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import apply_pairs, sample_magnitudes, standard_augment
-from .data import to_unit_float
-from .hpo import HyperSGD
-from .policy import AugmentPolicy
-from .search import ArchitectureSearch
-from .spaces.base import Selection
-from .timing import synchronize
+from dha_train.da.augment import apply_pairs, sample_magnitudes, standard_augment
+from dha_train.da.policy import AugmentPolicy
+from dha_train.data import to_unit_float
+from dha_train.hpo import HyperSGD
+from dha_train.nas.search import ArchitectureSearch
+from dha_train.spaces.base import Selection
+from dha_train.timing import synchronize
 
 __all__ = ["StepParts", "StepOutput", "PhaseTimer", "train_step", "forward_logits"]
 

@@ -1,4 +1,4 @@
-"""Resource budgets (DHA Eq. 1: c_i(alpha) <= C_i) and the additive cost model behind them.
+"""The additive cost model behind the budgets: params, FLOPs and a latency lookup table.
 
 Costs are params (millions), FLOPs (millions of multiply-adds, fvcore, BN excluded, each
 candidate traced at its real input shape) and latency (ms, a lookup table timed per
@@ -27,42 +27,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from dha_train.counting import count_flops, count_params
 from dha_train.errors import BudgetError, ConfigError
+from dha_train.nas.budgets import Budget
+from dha_train.nas.counting import count_flops, count_params
 from dha_train.spaces import build_network, build_supernet
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import SpaceConfig, Supernet, Support
 from dha_train.spaces.named import baseline_architecture
 from dha_train.timing import time_callable
 
-__all__ = ["METRICS", "Budget", "Costs", "LatencyCheck", "CostModel", "project_support"]
+__all__ = ["Costs", "LatencyCheck", "CostModel"]
 
 log = logging.getLogger(__name__)
-METRICS = ("params_m", "flops_m", "latency_ms")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Upper bounds on the child network; None leaves a resource unbounded."""
-
-    max_params_m: float | None = None
-    max_flops_m: float | None = None
-    max_latency_ms: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_params_m", "max_flops_m", "max_latency_ms"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"budget {name}={value}; expected a positive number or None")
-
-    def limits(self) -> np.ndarray:
-        """(params_m, flops_m, latency_ms) limits, inf where unbounded."""
-        raw = (self.max_params_m, self.max_flops_m, self.max_latency_ms)
-        return np.array([np.inf if v is None else float(v) for v in raw])
-
-    def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in vars(self).items() if v is not None]
-        return ", ".join(parts) or "unbounded"
 
 
 @dataclass(frozen=True)
@@ -279,44 +255,3 @@ class CostModel:
                 "shrink the space (width_mult, init_channels, layers)"
             )
         return cheapest
-
-
-def _excess(totals: np.ndarray, limits: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(limits)
-    over = np.maximum(totals[..., finite] - limits[finite], 0.0) / limits[finite]
-    return over.sum(-1)
-
-
-def project_support(
-    support: Support,
-    scores: Sequence[np.ndarray],
-    model: CostModel,
-    limits: np.ndarray,
-    fixed_units: Sequence[bool],
-) -> Support | None:
-    """Nearest feasible support: greedily swap units to cheaper supports, each time taking
-    the swap that removes most budget excess per |x| score lost. None if it gets stuck."""
-    current = list(support)
-    total = model.cost_vector(current)
-    while _excess(total, limits) > 0:
-        best, best_ratio = None, 0.0
-        now = _excess(total, limits)
-        for unit, fixed in enumerate(fixed_units):
-            if fixed:
-                continue
-            options = model.unit_options(unit)
-            idx = np.array(options)
-            delta = model.unit_costs[unit][idx].sum(1) - model.unit_costs[unit][
-                list(current[unit])
-            ].sum(0)
-            gain = now - _excess(total + delta, limits)
-            loss = scores[unit][list(current[unit])].sum() - scores[unit][idx].sum(1)
-            ratio = np.where(gain > 1e-12, gain / np.maximum(loss, 1e-12), 0.0)
-            i = int(np.argmax(ratio))
-            if ratio[i] > best_ratio:
-                best, best_ratio = (unit, options[i], delta[i]), ratio[i]
-        if best is None:
-            return None
-        unit, option, d = best
-        current[unit], total = option, total + d
-    return tuple(current)

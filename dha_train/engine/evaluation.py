@@ -1,71 +1,21 @@
-"""Batches per epoch (rank-sharded, resumable mid-epoch), plain evaluation, small helpers."""
+"""Evaluation of a network or of the supernet's current child (top-1/top-5 in percent,
+reduced over ranks) and the share of each op in a selection."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .data import to_unit_float
-from .distributed import all_reduce_
-from .spaces.base import Selection, Supernet
+from dha_train.data import to_unit_float
+from dha_train.engine.distributed import all_reduce_
+from dha_train.spaces.base import Selection, Supernet
 
-__all__ = ["EpochBatches", "evaluate", "op_shares", "seed_everything"]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class EpochBatches:
-    """Index batches of one epoch: a permutation fixed by ``(seed, epoch)``, this rank's share.
-
-    ``start`` skips batches already consumed (a resumed epoch sees exactly the remaining
-    batches); ``limit`` caps the batches per epoch. The last incomplete batch is dropped so
-    every step sees the same batch size (BatchNorm and the DA policy both prefer it).
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        cfg: Any,
-        *,
-        start: int = 0,
-        limit: int | None = None,
-    ) -> None:
-        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
-        self.rank, self.world = cfg.rank, cfg.world_size
-        self.start, self.limit = start, limit
-
-    def _total(self) -> int:
-        per_rank = self.n // self.world
-        total = max(1, per_rank // self.batch_size)
-        return total if self.limit is None else min(total, self.limit)
-
-    def __len__(self) -> int:
-        return max(0, self._total() - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)[self.rank :: self.world].tolist()
-        for b in range(self.start, self._total()):
-            batch = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            if len(batch) < self.batch_size and b > 0:
-                return
-            yield batch
+__all__ = ["evaluate", "op_shares"]
 
 
 @torch.no_grad()
