@@ -140,7 +140,7 @@ def _digits(resolution: int) -> Any:
 
 
 def _train_config(s: Settings, resolution: int, batch: int, **overrides: Any) -> Any:
-    from dha_train.spaces import SpaceConfig
+    from dha_train.spaces.base import SpaceConfig
     from dha_train.train_config import TrainConfig
 
     space = SpaceConfig("mobilenet", num_classes=10, resolution=resolution, width_mult=1.0)

@@ -37,11 +37,14 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from dha_train.errors import ConfigError, DatasetError
+from dha_train.datasets import dataset_entry
+from dha_train.errors import DatasetError
 
 __all__ = [
     "DataBundle",
-    "DATASETS",
+    "digits_bundle",
+    "cifar_bundle",
+    "folder_bundle",
     "load_dataset",
     "to_unit_float",
     "unreadable_reason",
@@ -99,7 +102,7 @@ def _channel_stats(images: Tensor) -> tuple[tuple[float, float, float], tuple[fl
     return (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
 
 
-def load_digits_bundle(data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
+def digits_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
     """scikit-learn's digits, upscaled to ``resolution`` RGB images."""
     from sklearn.datasets import load_digits
 
@@ -135,7 +138,7 @@ def _require_dir(data_dir: Path | None, dataset: str, layout: str) -> Path:
     return path
 
 
-def _cifar_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
+def cifar_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
     from torchvision import datasets, transforms
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
@@ -271,7 +274,7 @@ def _scan_split(split_dir: Path, classes: list[str] | None, verify: bool) -> _Sp
     return _Split(found, samples, unreadable, non_image)
 
 
-def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
+def folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
     from torchvision import transforms
 
     root = _require_dir(
@@ -326,21 +329,10 @@ def _folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int)
     )
 
 
-DATASETS: dict[str, Callable[[Path | None, int, int], DataBundle]] = {
-    "digits": load_digits_bundle,
-    "cifar10": lambda d, r, s: _cifar_bundle("cifar10", d, r, s),
-    "cifar100": lambda d, r, s: _cifar_bundle("cifar100", d, r, s),
-    "imagefolder": lambda d, r, s: _folder_bundle("imagefolder", d, r, s),
-    "imagenet": lambda d, r, s: _folder_bundle("imagenet", d, r, s),
-}
-
-
 def load_dataset(name: str, data_dir: str | Path | None, resolution: int, seed: int) -> DataBundle:
     """Load dataset ``name`` at ``resolution`` with the split fixed by ``seed``."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     path = Path(data_dir) if data_dir else None
-    bundle = DATASETS[name](path, resolution, seed)
+    bundle = dataset_entry(name).load_function()(name, path, resolution, seed)
     log.info(
         "dataset %s: %s, %d classes, %d px", name, bundle.sizes(), bundle.num_classes, resolution
     )

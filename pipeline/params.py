@@ -9,13 +9,15 @@ that says what was given, what is allowed and, where it can, what was probably m
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dha_train.datasets import DATASETS, defaults_help
 from dha_train.errors import ConfigError, check_choice
 from dha_train.modes import MODES
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
+from dha_train.spaces.registry import SPACES
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 
@@ -28,8 +30,13 @@ class Param:
     type: type
     default: Any
     help: str
-    choices: tuple[str, ...] | None = None
+    options: Collection[str] | None = None  # a registry (read live) or a fixed list
     minimum: float | None = None
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The allowed values now (a space registered at run time is one of them)."""
+        return None if self.options is None else tuple(self.options)
 
     @property
     def flag(self) -> str:
@@ -73,10 +80,10 @@ def _p(
     type_: type,
     default: Any,
     help_: str,
-    choices: Sequence[str] | None = None,
+    choices: Collection[str] | None = None,
     minimum: float | None = None,
 ) -> Param:
-    return Param(name, type_, default, help_, tuple(choices) if choices else None, minimum)
+    return Param(name, type_, default, help_, choices, minimum)
 
 
 PARAMS: dict[str, Param] = {
@@ -88,44 +95,45 @@ PARAMS: dict[str, Param] = {
             str,
             "digits",
             "dataset to search and train on",
-            ["digits", "cifar10", "cifar100", "imagefolder", "imagenet"],
+            DATASETS,
         ),
         _p("data_dir", str, "", "folder holding the dataset (not needed for digits)"),
         _p(
             "resolution",
             int,
             0,
-            "input side in px; 0 = the dataset's default (digits 16, cifar 32, "
-            "imagefolder/imagenet 224)",
+            f"input side in px; 0 = the dataset's default ({defaults_help('resolution')})",
             minimum=0,
         ),
         _p("workers", int, 2, "DataLoader worker processes", minimum=0),
         # search space
-        _p("space", str, "mobilenet", "search space", ["mobilenet", "cell"]),
+        _p("space", str, "mobilenet", "search space", SPACES),
         _p(
             "width_mult",
             float,
             0.0,
-            "mobilenet width multiplier; 0 = default (digits 0.35, others 1.0)",
+            f"mobilenet width multiplier; 0 = default ({defaults_help('width_mult')})",
             minimum=0,
         ),
         _p(
             "init_channels",
             int,
             0,
-            "cell space: channels C; 0 = default (16 small, 48 imagenet)",
+            f"cell space: channels C; 0 = default ({defaults_help('init_channels')})",
             minimum=0,
         ),
         _p(
             "layers",
             int,
             0,
-            "cell space: number of cells; 0 = default (5 digits, 8 small, 14 imagenet)",
+            f"cell space: number of cells; 0 = default ({defaults_help('layers')})",
             minimum=0,
         ),
         # method
-        _p("mode", str, "dha", "what is searched jointly (paper Table 3)", list(MODES)),
-        _p("epochs", int, 0, "training epochs; 0 = default (digits 15, others 50)", minimum=0),
+        _p("mode", str, "dha", "what is searched jointly (paper Table 3)", MODES),
+        _p(
+            "epochs", int, 0, f"training epochs; 0 = default ({defaults_help('epochs')})", minimum=0
+        ),
         _p("batch_size", int, 64, "training mini-batch (per process)", minimum=2),
         _p("seed", int, 0, "random seed (data split, initialisation, sampling)", minimum=0),
         # search settings (TrainConfig; the paper gives none of these values)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dha_train.spaces.registry import SPACES
 from pipeline.latency import LatencyConfig, validate_choices
 from pipeline.measurement import MeasureReport, measure_target, resolve_target
 
@@ -56,7 +57,6 @@ COLUMNS = (
     "Search space",
 )
 PAPER_SETTING = (224, 1000)  # (input px, classes) of the paper's Table 5: ImageNet
-_SPACE_LETTER = {"cell": "C", "mobilenet": "M"}  # the paper's "Search Space" column
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def build_table5(
                 params_m=derived.params_m,
                 flops_m=derived.flops_m,
                 latency_ms=_median(derived, latency_key),
-                space=_SPACE_LETTER.get(derived.space or "", "-"),
+                space=SPACES[derived.space].letter if derived.space in SPACES else "-",
                 resolution=derived.resolution,
                 num_classes=derived.num_classes,
                 source=f"{dataset} test split (measured)",

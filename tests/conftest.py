@@ -8,14 +8,33 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
 
+from dha_train.spaces import SPACES, tiny_config
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+class _SpaceConfigs(Mapping[str, Any]):
+    """A test-sized configuration of every registered space, read live from the registry:
+    tests parametrised over it cover a new space by default (tests/test_toy_space.py)."""
+
+    def __getitem__(self, name: str) -> Any:
+        return tiny_config(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SPACES)
+
+    def __len__(self) -> int:
+        return len(SPACES)
+
+
+SPACE_CONFIGS = _SpaceConfigs()
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from torch import nn
 
-from dha_train.spaces import SpaceConfig
+from dha_train.spaces import baseline_architecture
 from dha_train.spaces.arch import save_architecture
-from dha_train.spaces.named import baseline_architecture
+from dha_train.spaces.base import SpaceConfig
 from export.champion import eligibility
 from export.flavors import log_onnx_model
 from export.onnx_export import export_onnx

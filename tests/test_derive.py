@@ -12,12 +12,7 @@ from dha_train.nas.derive import derive_child
 from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import architecture_from_dict
-from dha_train.spaces.base import SpaceConfig
-
-CONFIGS = {
-    "mobilenet": SpaceConfig("mobilenet", 10, 32, width_mult=0.35),
-    "cell": SpaceConfig("cell", 10, 16, init_channels=8, layers=5),
-}
+from tests.conftest import SPACE_CONFIGS as CONFIGS
 
 
 def _trained(space: str):

@@ -24,12 +24,7 @@ from dha_train.nas.cost_model import CostModel
 from dha_train.nas.ista import eq7_weights
 from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces import build_supernet
-from dha_train.spaces.base import SpaceConfig
-
-CONFIGS = {
-    "mobilenet": SpaceConfig("mobilenet", 10, 32, width_mult=0.35),
-    "cell": SpaceConfig("cell", 10, 16, init_channels=8, layers=5),
-}
+from tests.conftest import SPACE_CONFIGS as CONFIGS
 
 
 def _setup(space: str, slack: float = 1.15):

@@ -8,15 +8,10 @@ import pytest
 import torch
 
 from dha_train.errors import ConfigError
-from dha_train.spaces import build_network, build_supernet
+from dha_train.spaces import baseline_architecture, build_network, build_supernet
 from dha_train.spaces.arch import architecture_from_dict
 from dha_train.spaces.base import Selection, SpaceConfig
-from dha_train.spaces.named import baseline_architecture
-
-CONFIGS = {
-    "mobilenet": SpaceConfig("mobilenet", 10, 32, width_mult=0.35),
-    "cell": SpaceConfig("cell", 10, 16, init_channels=8, layers=5),
-}
+from tests.conftest import SPACE_CONFIGS as CONFIGS
 
 
 def random_support(net, rng: random.Random):

@@ -20,9 +20,9 @@ from dha_train.modes import Phase
 from dha_train.nas.budgets import Budget
 from dha_train.nas.cost_model import CostModel
 from dha_train.nas.search import ArchitectureSearch
+from dha_train.spaces import baseline_architecture
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import Selection, Supernet
-from dha_train.spaces.named import baseline_architecture
 from dha_train.train_config import TrainConfig
 
 __all__ = ["PhaseRun", "build_phase", "make_search"]

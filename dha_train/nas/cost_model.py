@@ -30,10 +30,9 @@ from torch import nn
 from dha_train.errors import BudgetError, ConfigError
 from dha_train.nas.budgets import Budget
 from dha_train.nas.counting import count_flops, count_params
-from dha_train.spaces import build_network, build_supernet
+from dha_train.spaces import baseline_architecture, build_network, build_supernet
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import SpaceConfig, Supernet, Support
-from dha_train.spaces.named import baseline_architecture
 from dha_train.timing import time_callable
 
 __all__ = ["Costs", "LatencyCheck", "CostModel"]

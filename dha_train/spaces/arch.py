@@ -2,7 +2,7 @@
 
 JSON schema (``"schema_version": 1``), common fields:
 
-- ``schema_version`` (int, 1), ``space`` ("mobilenet" | "cell"),
+- ``schema_version`` (int, 1), ``space`` (a name in ``spaces.registry.SPACES``),
 - ``num_classes`` (int > 0), ``resolution`` (input side in pixels; >= 160 selects the ImageNet
   stem), ``in_channels`` (int, default 3), ``dropout`` (float in [0, 1), before the classifier).
 
@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from dha_train.errors import ConfigError
+from dha_train.spaces.registry import SPACES, space_impl
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -35,6 +36,10 @@ __all__ = [
     "MobileNetArch",
     "CellArch",
     "Architecture",
+    "need",
+    "common_fields",
+    "decode_mobilenet",
+    "decode_cell",
     "architecture_from_dict",
     "save_architecture",
     "load_architecture",
@@ -95,10 +100,24 @@ class CellArch:
         return {"schema_version": SCHEMA_VERSION, **d}
 
 
-Architecture = MobileNetArch | CellArch
+class Architecture(Protocol):
+    """What every space's architecture record has (each space defines its own record)."""
+
+    @property
+    def space(self) -> str: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def resolution(self) -> int: ...
+    @property
+    def in_channels(self) -> int: ...
+    @property
+    def dropout(self) -> float: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
-def _need(d: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+def need(d: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     if key not in d:
         raise ConfigError(f"architecture JSON lacks field {key!r}; see dha_train/spaces/arch.py")
     value = d[key]
@@ -107,21 +126,21 @@ def _need(d: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _common(d: dict[str, Any]) -> dict[str, Any]:
+def common_fields(d: dict[str, Any]) -> dict[str, Any]:
     return {
-        "num_classes": _need(d, "num_classes", int),
-        "resolution": _need(d, "resolution", int),
+        "num_classes": need(d, "num_classes", int),
+        "resolution": need(d, "resolution", int),
         "in_channels": int(d.get("in_channels", 3)),
         "dropout": float(d.get("dropout", 0.0)),
     }
 
 
-def _mobilenet(d: dict[str, Any]) -> MobileNetArch:
-    blocks = _need(d, "blocks", list)
+def decode_mobilenet(d: dict[str, Any]) -> MobileNetArch:
+    blocks = need(d, "blocks", list)
     return MobileNetArch(
-        width_mult=float(_need(d, "width_mult", (int, float))),
+        width_mult=float(need(d, "width_mult", (int, float))),
         blocks=tuple(str(b) for b in blocks),
-        **_common(d),
+        **common_fields(d),
     )
 
 
@@ -133,8 +152,8 @@ def _pairs(raw: Any, key: str) -> tuple[tuple[str, int], ...]:
     return tuple((str(op), int(j)) for op, j in raw)
 
 
-def _cell(d: dict[str, Any]) -> CellArch:
-    g = _need(d, "genotype", dict)
+def decode_cell(d: dict[str, Any]) -> CellArch:
+    g = need(d, "genotype", dict)
     genotype = Genotype(
         normal=_pairs(g.get("normal"), "normal"),
         normal_concat=tuple(int(i) for i in g.get("normal_concat", (2, 3, 4, 5))),
@@ -142,14 +161,11 @@ def _cell(d: dict[str, Any]) -> CellArch:
         reduce_concat=tuple(int(i) for i in g.get("reduce_concat", (2, 3, 4, 5))),
     )
     return CellArch(
-        init_channels=_need(d, "init_channels", int),
-        layers=_need(d, "layers", int),
+        init_channels=need(d, "init_channels", int),
+        layers=need(d, "layers", int),
         genotype=genotype,
-        **_common(d),
+        **common_fields(d),
     )
-
-
-_DECODERS = {"mobilenet": _mobilenet, "cell": _cell}
 
 
 def architecture_from_dict(d: dict[str, Any]) -> Architecture:
@@ -163,12 +179,11 @@ def architecture_from_dict(d: dict[str, Any]) -> Architecture:
             "re-export the architecture with this version of dha"
         )
     space = d.get("space")
-    if space not in _DECODERS:
-        raise ConfigError(f"architecture space is {space!r}; expected one of {sorted(_DECODERS)}")
-    arch = _DECODERS[space](d)
-    from dha_train.spaces import validate_architecture  # the spaces know their own layouts
-
-    validate_architecture(arch)
+    if space not in SPACES:
+        raise ConfigError(f"architecture space is {space!r}; expected one of {sorted(SPACES)}")
+    impl = space_impl(space)  # each space decodes and checks its own record
+    arch = impl.decode(d)
+    impl.validate(arch)
     return arch
 
 

@@ -14,12 +14,16 @@ get no gradient until their unit freezes.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from dha_train.spaces.arch import Architecture
 
 __all__ = ["SpaceConfig", "Selection", "Supernet", "Candidate", "Support", "scale_bn"]
 
@@ -84,36 +88,38 @@ def scale_bn(module: nn.Module) -> nn.BatchNorm2d | None:
     return last
 
 
-class Supernet(nn.Module):
-    """Base class of the search spaces' supernets. Subclasses set the unit tables."""
+class Supernet(nn.Module, ABC):
+    """Abstract base of the search spaces' supernets. Subclasses set the unit tables and
+    implement the abstract methods."""
 
     config: SpaceConfig
     unit_sizes: tuple[int, ...]  # number of candidates per decision unit (n in Eq. 5)
     unit_topk: tuple[int, ...]  # support size per unit (1 per MobileNet layer, 2 per cell node)
 
-    def forward(self, x: Tensor, selection: Selection) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, x: Tensor, selection: Selection) -> Tensor:
+        """Logits of the child that ``selection`` picks (its weights scale the branches)."""
 
-    def candidate_names(self, unit: int) -> list[str]:  # pragma: no cover
+    @abstractmethod
+    def candidate_names(self, unit: int) -> list[str]:
         """Human-readable names of a unit's candidates (for plots and logs)."""
-        raise NotImplementedError
 
-    def candidate_instances(self, unit: int, index: int) -> list[Candidate]:  # pragma: no cover
+    @abstractmethod
+    def candidate_instances(self, unit: int, index: int) -> list[Candidate]:
         """Every module instance of candidate ``index`` of ``unit`` (empty for a zero branch)."""
-        raise NotImplementedError
 
-    def architecture(self, support: Sequence[Sequence[int]]) -> Any:  # pragma: no cover
+    @abstractmethod
+    def architecture(self, support: Sequence[Sequence[int]]) -> Architecture:
         """The architecture record (``spaces.arch``) that ``support`` selects."""
-        raise NotImplementedError
 
-    def support_of(self, arch: Any) -> Support:  # pragma: no cover
+    @abstractmethod
+    def support_of(self, arch: Architecture) -> Support:
         """Inverse of :meth:`architecture` for a record of this supernet's configuration."""
-        raise NotImplementedError
 
+    @abstractmethod
     def child_state_dict(self, support: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         """State dict of ``build_network(self.architecture(support))`` with this supernet's
-        weights (scales as they are now: fold first)."""  # pragma: no cover
-        raise NotImplementedError
+        weights (scales as they are now: fold first)."""
 
     def num_units(self) -> int:
         return len(self.unit_sizes)

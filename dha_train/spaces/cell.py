@@ -13,14 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from dha_train.errors import ConfigError
-from dha_train.spaces.arch import CellArch, Genotype
+from dha_train.spaces.arch import CellArch, Genotype, decode_cell
 from dha_train.spaces.base import Candidate, Selection, SpaceConfig, Supernet, Support
+from dha_train.spaces.named import cell_baseline
 from dha_train.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from dha_train.spaces.registry import SpaceImpl
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["NODES", "CellSupernet", "CellNetwork", "validate_cell"]
 
@@ -277,3 +283,19 @@ def validate_cell(arch: CellArch) -> None:
                 )
         if not concat or any(not 0 <= i < NODES + 2 for i in concat):
             raise ConfigError(f"genotype {kind}_concat {list(concat)}; expected nodes in 0..5")
+
+
+def _draw(arch: CellArch) -> Figure:
+    from dha_train.spaces.drawing import draw_cell  # matplotlib only when a picture is asked for
+
+    return draw_cell(arch)
+
+
+SPACE = SpaceImpl(
+    supernet=CellSupernet,
+    network=CellNetwork,
+    decode=decode_cell,
+    validate=validate_cell,
+    baseline=cell_baseline,
+    draw=_draw,
+)

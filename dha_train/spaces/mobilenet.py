@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from dha_train.errors import ConfigError
-from dha_train.spaces.arch import MobileNetArch
+from dha_train.spaces.arch import MobileNetArch, decode_mobilenet
 from dha_train.spaces.base import Candidate, Selection, SpaceConfig, Supernet, Support
 from dha_train.spaces.blocks import MBConv, Residual, conv_bn, make_divisible
+from dha_train.spaces.named import mobilenet_baseline
+from dha_train.spaces.registry import SpaceImpl
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["BLOCKS", "IDENTITY", "MobileNetSupernet", "MobileNetNetwork", "validate_mobilenet"]
 
@@ -210,3 +216,21 @@ def validate_mobilenet(arch: MobileNetArch) -> None:
         allowed = list(BLOCKS) + ([IDENTITY] if spec.allows_identity else [])
         if name not in allowed:
             raise ConfigError(f"mobilenet block {i} is {name!r}; expected one of {allowed}")
+
+
+def _draw(arch: MobileNetArch) -> Figure:
+    from dha_train.spaces.drawing import (
+        draw_mobilenet,  # matplotlib only when a picture is asked for
+    )
+
+    return draw_mobilenet(arch)
+
+
+SPACE = SpaceImpl(
+    supernet=MobileNetSupernet,
+    network=MobileNetNetwork,
+    decode=decode_mobilenet,
+    validate=validate_mobilenet,
+    baseline=mobilenet_baseline,
+    draw=_draw,
+)

@@ -1,4 +1,4 @@
-"""Published architectures as data, and the fixed baselines of ``mode=baseline``.
+"""Published architectures as data, and the spaces' fixed baselines (``mode=baseline``).
 
 - ``proxylessnas_gpu``: ProxylessNAS-GPU (Cai et al., 2019), mobilenet space, width 1.35; the
   block choices as released in ``mit-han-lab/proxylessnas`` (proxyless_gpu). Published:
@@ -20,7 +20,8 @@ __all__ = [
     "PROXYLESSNAS_GPU_BLOCKS",
     "NAMED_ARCHITECTURES",
     "named_architecture",
-    "baseline_architecture",
+    "mobilenet_baseline",
+    "cell_baseline",
 ]
 
 DARTS_V2 = Genotype(
@@ -84,28 +85,17 @@ def named_architecture(
     return NAMED_ARCHITECTURES[name](num_classes, resolution)
 
 
-def _mobilenet_baseline(cfg: SpaceConfig) -> Architecture:
+def mobilenet_baseline(cfg: SpaceConfig) -> MobileNetArch:
+    """MobileNetV2-like: MBConv k3 e6 in every layer."""
     return MobileNetArch(
         cfg.num_classes, cfg.resolution, cfg.width_mult, ("mbconv_k3_e6",) * 21,
         in_channels=cfg.in_channels, dropout=cfg.dropout,
     )  # fmt: skip
 
 
-def _cell_baseline(cfg: SpaceConfig) -> Architecture:
+def cell_baseline(cfg: SpaceConfig) -> CellArch:
+    """The DARTS_V2 genotype at the configured C and number of cells."""
     return CellArch(
         cfg.num_classes, cfg.resolution, cfg.init_channels, cfg.layers, DARTS_V2,
         in_channels=cfg.in_channels, dropout=cfg.dropout,
     )  # fmt: skip
-
-
-_BASELINES: dict[str, Callable[[SpaceConfig], Architecture]] = {
-    "mobilenet": _mobilenet_baseline,  # MobileNetV2-like: MBConv k3 e6 in every layer
-    "cell": _cell_baseline,  # DARTS_V2 genotype at the configured C and number of cells
-}
-
-
-def baseline_architecture(cfg: SpaceConfig) -> Architecture:
-    """The fixed architecture trained by ``mode=baseline`` (no search) for ``cfg``'s space."""
-    if cfg.space not in _BASELINES:
-        raise ConfigError(f"unknown space {cfg.space!r}; expected one of {sorted(_BASELINES)}")
-    return _BASELINES[cfg.space](cfg)

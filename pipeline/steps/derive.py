@@ -15,8 +15,8 @@ import mlflow
 import torch
 
 from dha_train.data import load_dataset
+from dha_train.spaces import draw_architecture
 from export.wrap import deployable
-from pipeline.arch_plot import draw_architecture
 from pipeline.artifacts import CHILD_DIR, load_derived, log_derived
 from pipeline.class_report import class_report, confusion_figure, predict_split
 from pipeline.params import STEP_PARAMS, add_params, parse_values

@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,15 @@ import mlflow
 import torch
 
 from dha_train.data import DataBundle, load_dataset
+from dha_train.datasets import DatasetDefaults, dataset_entry
 from dha_train.engine import distributed
 from dha_train.engine.checkpoint import claim_workdir, has_checkpoint, owner_workdir
 from dha_train.engine.trainer import train
 from dha_train.errors import ConfigError
 from dha_train.nas.budgets import Budget
 from dha_train.nas.cost_model import CostModel
-from dha_train.spaces import SpaceConfig, validate_architecture
-from dha_train.spaces.named import baseline_architecture
+from dha_train.spaces import baseline_architecture, validate_architecture
+from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import log_derived
@@ -74,35 +76,6 @@ log = logging.getLogger(__name__)
 TRAINED_DIR = "trained"
 CHECKPOINT_DIR_ENV = "DHA_CHECKPOINT_DIR"
 
-# Defaults that depend on the dataset (a 0 / 0.0 parameter means "use this").
-_SMALL = {"resolution": 32, "epochs": 50, "width_mult": 1.0, "init_channels": 16, "layers": 8}
-DATASET_DEFAULTS: dict[str, dict[str, float]] = {
-    "digits": {
-        "resolution": 16,
-        "epochs": 15,
-        "width_mult": 0.35,
-        "init_channels": 16,
-        "layers": 5,
-    },
-    "cifar10": _SMALL,
-    "cifar100": _SMALL,
-    # the paper's ImageNet setting: 224 px, ImageNet stem, C=48 and 14 cells for one-stage
-    "imagefolder": {
-        "resolution": 224,
-        "epochs": 50,
-        "width_mult": 1.0,
-        "init_channels": 48,
-        "layers": 14,
-    },
-    "imagenet": {
-        "resolution": 224,
-        "epochs": 50,
-        "width_mult": 1.0,
-        "init_channels": 48,
-        "layers": 14,
-    },
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params(parser, STEP_PARAMS["search_train"])
@@ -111,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with the dataset's defaults filled in where a parameter is 0."""
-    defaults = DATASET_DEFAULTS[values["dataset"]]
+    defaults = asdict(dataset_entry(values["dataset"]).defaults)
     return {**values, **{k: defaults[k] for k in defaults if not values.get(k)}}
 
 
@@ -297,7 +270,7 @@ def _run_rank(
     with step_run("search_train", values) as active:
         workdir = claim_workdir(checkpoint_root(), _key(values), _owner(active))
         distributed.broadcast_object(workdir)
-        mlflow.log_params({"resolved." + k: v[k] for k in DATASET_DEFAULTS[v["dataset"]]})
+        mlflow.log_params({"resolved." + f.name: v[f.name] for f in fields(DatasetDefaults)})
         mlflow.log_dict(
             {
                 "sizes": data.sizes(),

@@ -1,4 +1,6 @@
-"""A picture of a derived architecture, logged beside its JSON.
+"""Pictures of architecture records (each space's ``draw``), logged beside their JSON.
+
+Drawn with matplotlib's object API (``Figure``), so no pyplot state or backend is touched.
 
 MobileNet space: one bar per searchable layer, its height the kernel size and its colour the
 expansion ratio (identity layers left empty). Cell space: the normal and the reduction cell
@@ -9,17 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from dha_train.spaces.arch import Architecture, CellArch, MobileNetArch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-__all__ = ["draw_architecture"]
+from dha_train.spaces.arch import CellArch, MobileNetArch
+
+__all__ = ["draw_mobilenet", "draw_cell"]
 
 _EXPANSION_COLOURS = {3: "tab:blue", 6: "tab:orange"}
 
 
-def _draw_mobilenet(arch: MobileNetArch, plt: Any) -> Any:
-    from matplotlib.patches import Patch
-
-    fig, ax = plt.subplots(figsize=(max(7, len(arch.blocks) * 0.4), 3.6))
+def draw_mobilenet(arch: MobileNetArch) -> Figure:
+    """One bar per searchable layer: height = kernel size, colour = expansion ratio."""
+    fig = Figure(figsize=(max(7, len(arch.blocks) * 0.4), 3.6))
+    ax = fig.subplots()
     for i, block in enumerate(arch.blocks):
         if block == "identity":
             ax.bar(i, 0.3, color="white", edgecolor="grey", hatch="//")
@@ -47,7 +52,7 @@ def _draw_mobilenet(arch: MobileNetArch, plt: Any) -> Any:
     return fig
 
 
-def _draw_cell(ax: Any, pairs: tuple[tuple[str, int], ...], title: str) -> None:
+def _draw_dag(ax: Any, pairs: tuple[tuple[str, int], ...], title: str) -> None:
     inputs = {0: (0.0, 0.8), 1: (0.0, 0.2)}
     nodes = {
         i + 2: (0.3 + 0.15 * i, 0.5 + (0.25 if i % 2 else -0.25)) for i in range(len(pairs) // 2)
@@ -92,18 +97,11 @@ def _draw_cell(ax: Any, pairs: tuple[tuple[str, int], ...], title: str) -> None:
     ax.set_title(title)
 
 
-def draw_architecture(arch: Architecture) -> Any:
-    """A matplotlib figure of ``arch`` (caller logs and closes it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if isinstance(arch, MobileNetArch):
-        return _draw_mobilenet(arch, plt)
-    assert isinstance(arch, CellArch)  # Architecture is a union of the two records
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    _draw_cell(axes[0], arch.genotype.normal, "normal cell")
-    _draw_cell(axes[1], arch.genotype.reduce, "reduction cell")
+def draw_cell(arch: CellArch) -> Figure:
+    """The normal and the reduction cell as DAGs, each edge labelled with its operation."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    _draw_dag(axes[0], arch.genotype.normal, "normal cell")
+    _draw_dag(axes[1], arch.genotype.reduce, "reduction cell")
     fig.suptitle(f"cell space, C={arch.init_channels}, {arch.layers} cells, {arch.resolution} px")
     return fig
