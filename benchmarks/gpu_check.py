@@ -145,9 +145,7 @@ def _train_config(s: Settings, resolution: int, batch: int, **overrides: Any) ->
 
     space = SpaceConfig("mobilenet", num_classes=10, resolution=resolution, width_mult=1.0)
     cfg = TrainConfig(space=space, mode="dha", batch_size=batch, device=s.device, progress=False)
-    cfg = replace(cfg, **overrides)
-    cfg.validate()
-    return cfg
+    return replace(cfg, **overrides)
 
 
 def section_versions(state: State) -> None:

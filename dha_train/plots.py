@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ from matplotlib.figure import Figure
 
 from dha_train.da.augment import OPS
 from dha_train.da.policy import policy_stats
+from dha_train.engine.sink import MetricsSink
 
 __all__ = ["tau_heatmap", "architecture_evolution", "hyper_trajectories", "log_final_figures"]
 
@@ -76,7 +76,7 @@ def hyper_trajectories(steps: Sequence[int], lr: Sequence[float], wd: Sequence[f
 
 
 def log_final_figures(
-    sink: Any,
+    sink: MetricsSink,
     *,
     probs: np.ndarray | None,
     shares: Sequence[dict[str, float]],

@@ -7,24 +7,29 @@ where they are set (and listed in the README).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from dha_train.errors import ConfigError, check_choice
 from dha_train.hpo import HyperBounds
 from dha_train.modes import MODES
+from dha_train.nas.budgets import Budget
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 from dha_train.spaces.base import SpaceConfig
+
+if TYPE_CHECKING:
+    from dha_train.spaces.arch import Architecture
 
 __all__ = ["TrainConfig", "HPO_BATCHES"]
 
 HPO_BATCHES = ("next", "separate")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything ``train`` needs besides the data (validated in ``validate``)."""
+    """Everything ``train`` needs besides the data; frozen, and validated when built
+    (``dataclasses.replace`` validates the new one too)."""
 
     space: SpaceConfig
     mode: str = "dha"
@@ -63,9 +68,9 @@ class TrainConfig:
     freeze_window: int = 50
     freeze_rel_tol: float = 0.05
     freeze_margin: float = 0.25
-    budget: Any = None  # budgets.Budget; None = unbounded
+    budget: Budget | None = None  # None = unbounded
     # the network of phases that do not search and follow no search (None = the baseline)
-    architecture: Any = None  # spaces.arch.Architecture
+    architecture: Architecture | None = None
     latency_device: str | None = None  # where a latency budget is measured (None = device)
     sequential_search_fraction: float = 0.5
     # Units still moving after this fraction of a search phase's epochs freeze at their current
@@ -83,6 +88,9 @@ class TrainConfig:
     progress: bool = True
     rank: int = 0
     world_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError for values out of range."""

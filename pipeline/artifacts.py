@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +23,85 @@ from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
 from pipeline.run_ids import resolve_run_id
 
-__all__ = ["DerivedModel", "log_derived", "load_derived", "CHILD_DIR", "DESCRIPTIVE_KEYS"]
+__all__ = [
+    "ChildRecord",
+    "DerivedModel",
+    "log_derived",
+    "load_derived",
+    "CHILD_DIR",
+    "DESCRIPTIVE_KEYS",
+]
 
 CHILD_DIR = "child"
 # what a run searched: the measure step tags its run with these, compare shows them
 DESCRIPTIVE_KEYS = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
 
 
-@dataclass
+CHILD_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    """What a derived child was trained on and how well it did (``child/meta.json``).
+
+    Written by search_train (without accuracy) and derive (with its test top-1/top-5), read
+    by derive, export and measure. Versioned: a file of another ``schema_version`` is refused
+    with a clear error rather than read by key.
+    """
+
+    dataset: str
+    data_dir: str
+    seed: int
+    mode: str
+    space: str
+    resolution: int
+    num_classes: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    search_run_id: str
+    max_params_m: float | None = None
+    max_flops_m: float | None = None
+    max_latency_ms: float | None = None
+    top1: float | None = None  # percent, on the test split (set by derive)
+    top5: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("class_names", "mean", "std"):
+            d[key] = list(d[key])
+        return {"schema_version": CHILD_SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChildRecord:
+        version = d.get("schema_version")
+        if version != CHILD_SCHEMA_VERSION:
+            raise UserError(
+                f"child meta.json has schema_version {version!r}, this dha reads "
+                f"{CHILD_SCHEMA_VERSION}: re-run search_train and derive with this version"
+            )
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - {"schema_version"})
+        if unknown:
+            raise UserError(f"child meta.json has unknown fields {unknown}; was it edited by hand?")
+        kept = {k: v for k, v in d.items() if k in names}
+        for key in ("class_names", "mean", "std"):
+            kept[key] = tuple(kept[key])
+        return cls(**kept)
+
+    def descriptive_tags(self) -> dict[str, str]:
+        """dataset, space, mode and budgets, as strings ('' = unset)."""
+        d = asdict(self)
+        return {k: "" if d[k] is None else str(d[k]) for k in DESCRIPTIVE_KEYS}
+
+
+@dataclass(frozen=True)
 class DerivedModel:
-    """A trained child network with what the later steps need to know about it."""
+    """A trained child network with its record."""
 
     arch: Architecture
     model: nn.Module
-    meta: dict[str, Any]
+    record: ChildRecord
 
     @property
     def space(self) -> str:
@@ -44,38 +109,37 @@ class DerivedModel:
 
     @property
     def resolution(self) -> int:
-        return int(self.meta["resolution"])
+        return self.record.resolution
 
     @property
     def num_classes(self) -> int:
-        return int(self.meta["num_classes"])
+        return self.record.num_classes
 
     @property
     def top1(self) -> float | None:
-        return self.meta.get("top1")
+        return self.record.top1
 
     @property
     def top5(self) -> float | None:
-        return self.meta.get("top5")
+        return self.record.top5
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.record.class_names)
 
     def descriptive_tags(self) -> dict[str, str]:
-        """dataset, space, mode and budgets, as strings ('' = unset)."""
-        return {k: "" if self.meta.get(k) is None else str(self.meta[k]) for k in DESCRIPTIVE_KEYS}
+        return self.record.descriptive_tags()
 
 
 def log_derived(
-    arch: Architecture, model: nn.Module, meta: dict[str, Any], *, folder: str = CHILD_DIR
+    arch: Architecture, model: nn.Module, record: ChildRecord, *, folder: str = CHILD_DIR
 ) -> None:
     """Log the child's three artifacts to the active run, under ``folder``."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         save_architecture(arch, local / "architecture.json")
         torch.save(model.state_dict(), local / "weights.pt")
-        (local / "meta.json").write_text(json.dumps(meta, indent=2))
+        (local / "meta.json").write_text(json.dumps(record.to_dict(), indent=2))
         mlflow.log_artifacts(str(tmp), folder)
 
 
@@ -93,5 +157,5 @@ def load_derived(run_id: str, *, folder: str = CHILD_DIR, step: str = "derive") 
     arch = load_architecture(local / "architecture.json")
     model = build_network(arch)
     model.load_state_dict(torch.load(local / "weights.pt", map_location="cpu", weights_only=True))
-    meta = json.loads((local / "meta.json").read_text())
-    return DerivedModel(arch=arch, model=model.eval(), meta=meta)
+    record = ChildRecord.from_dict(json.loads((local / "meta.json").read_text()))
+    return DerivedModel(arch=arch, model=model.eval(), record=record)

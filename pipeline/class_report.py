@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from dha_train.data import to_unit_float
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["ClassReport", "class_report", "predict_split", "confusion_figure"]
 
@@ -87,19 +91,17 @@ def class_report(logits: Tensor, labels: Tensor, class_names: list[str]) -> Clas
     )
 
 
-def confusion_figure(report: ClassReport):  # noqa: ANN201 (matplotlib Figure, imported lazily)
+def confusion_figure(report: ClassReport) -> Figure:
     """The row-normalised confusion matrix as a matplotlib figure (counts in the cells)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # matplotlib's object API: no pyplot state
 
     counts = report.confusion
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     n = len(report.class_names)
     side = min(max(4.0, 0.45 * n + 2.0), 14.0)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    fig = Figure(figsize=(side + 1.0, side))
+    ax = fig.subplots()
     image = ax.imshow(share * 100.0, cmap="Blues", vmin=0.0, vmax=100.0)
     fig.colorbar(image, ax=ax, label="% of the true class's test images")
     if n <= 30:  # beyond that the labels and counts overlap

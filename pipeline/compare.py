@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -23,6 +24,9 @@ from dha_train.errors import UserError
 from pipeline.artifacts import DESCRIPTIVE_KEYS
 from pipeline.run_ids import resolve_run_id
 from pipeline.table5 import PAPER_SETTING, REFERENCE_MODELS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "CompareRow",
@@ -214,14 +218,11 @@ def _reference_label(key: str) -> str:
     return f"{ref.label if ref else name} @ {size} px"
 
 
-def comparison_figure(comparison: Comparison):  # noqa: ANN201 (a lazily imported Figure)
+def comparison_figure(comparison: Comparison) -> Figure | None:
     """Top-1 against the sort column's latency, Pareto front marked; the references timed in
     the same runs as dotted vertical lines (their accuracy on these datasets is unknown).
     None if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # matplotlib's object API: no pyplot state
 
     key = comparison.sort_key
     rows = [r for r in comparison.rows if key and key in r.latency and r.top1 is not None]
@@ -229,7 +230,8 @@ def comparison_figure(comparison: Comparison):  # noqa: ANN201 (a lazily importe
         return None
     points = [(r.latency[key], float(r.top1)) for r in rows]  # type: ignore[index, arg-type]
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ax.scatter(*zip(*points, strict=True), color="tab:blue", label="runs (test top-1)")
     for r, (x, y) in zip(rows, points, strict=True):
         ax.annotate(
@@ -261,11 +263,8 @@ def comparison_figure(comparison: Comparison):  # noqa: ANN201 (a lazily importe
 
 def plot_comparison(comparison: Comparison, path: Path) -> Path | None:
     """:func:`comparison_figure` saved as a PNG at ``path``; None if nothing to plot."""
-    import matplotlib.pyplot as plt
-
     fig = comparison_figure(comparison)
     if fig is None:
         return None
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -105,7 +105,6 @@ def step_run(step: str, params: Mapping[str, Any], *, nested: bool = False) -> I
     """
     tracking_uri = default_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # subprocesses (torchrun ranks) inherit it
     mlflow.enable_system_metrics_logging()
     active = mlflow.active_run()
     # a run that `mlflow run` or `dha run` created (MLFLOW_RUN_ID) keeps the name it was given

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["MlflowSink", "BOOKKEEPING"]
 
@@ -23,5 +26,5 @@ class MlflowSink:
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         mlflow.log_dict(data, name)
 
-    def log_figure(self, figure: Any, name: str) -> None:
+    def log_figure(self, figure: Figure, name: str) -> None:
         mlflow.log_figure(figure, name)

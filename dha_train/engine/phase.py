@@ -7,10 +7,11 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from dha_train import spaces
 from dha_train.da.policy import AugmentPolicy
-from dha_train.data import to_unit_float
+from dha_train.data import DataBundle, to_unit_float
 from dha_train.engine.distributed import GradSync, broadcast_object
 from dha_train.engine.evaluation import op_shares
 from dha_train.engine.seeding import derive_seed
@@ -145,7 +146,7 @@ class PhaseRun:
 
 
 def _separate_sampler(
-    dataset: Any, batch: int, g: torch.Generator, device: torch.device
+    dataset: Dataset, batch: int, g: torch.Generator, device: torch.device
 ) -> Callable[[], tuple[Tensor, Tensor]]:
     """Eq. 4's separately drawn training batch (uniform indices from this rank's stream)."""
 
@@ -161,7 +162,7 @@ def _separate_sampler(
 
 def build_phase(
     cfg: TrainConfig,
-    data: Any,
+    data: DataBundle,
     phase: Phase,
     *,
     arch: Architecture | None,

@@ -1,4 +1,5 @@
-"""One training step of Algorithm 1 (and of the modes that drop parts of it).
+"""One training step of Algorithm 1, lines 3-9 (and of the modes that drop parts of it); the
+loop around it is :mod:`dha_train.engine.trainer`'s.
 
 Order within a step (Algorithm 1): sample a DA pair per sample from p(tau) (line 3), recover
 alpha and take the child (lines 4-5, ``search.sample()``), forward only the selected ops and
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from dha_train.da.augment import apply_pairs, sample_magnitudes, standard_augment
 from dha_train.da.policy import AugmentPolicy
 from dha_train.data import to_unit_float
+from dha_train.engine.distributed import GradSync
 from dha_train.hpo import HyperSGD
 from dha_train.nas.search import ArchitectureSearch
 from dha_train.spaces.base import Selection
@@ -82,7 +84,7 @@ class StepParts:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     # Multi-process: averages/sums gradients across ranks (distributed.GradSync); None = alone.
-    sync: Any = None
+    sync: GradSync | None = None
     # Test hook: n -> (pairs, magnitudes, signs) instead of drawing them from p(tau) with
     # ``generator`` (lets a test give a 2-rank and a 1-process run the same per-sample draws).
     draw_da: Callable[[int], tuple[Tensor, Tensor, Tensor]] | None = None

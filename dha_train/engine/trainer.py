@@ -1,4 +1,5 @@
-"""Algorithm 1 (``dha``), Algorithm 2 (``sequential``), the Table 3 ablations and a baseline.
+"""The outer loops: Algorithm 1's epochs (``dha``), Algorithm 2 (``sequential``), the Table 3
+ablations and a baseline. One step of Algorithm 1 is :mod:`dha_train.engine.train_step`'s.
 
 ``train`` runs the phases of a mode (see :mod:`dha_train.modes`), checkpointing every
 ``checkpoint_every_steps`` steps and at each epoch end, and resumes from the last checkpoint.
@@ -21,13 +22,14 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dha_train.data import DataBundle
 from dha_train.engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
@@ -40,6 +42,7 @@ from dha_train.engine.evaluation import evaluate
 from dha_train.engine.phase import PhaseRun, build_phase
 from dha_train.engine.sampling import EpochBatches
 from dha_train.engine.seeding import derive_seed, seed_everything
+from dha_train.engine.sink import MetricsSink
 from dha_train.errors import ConfigError, UserError
 from dha_train.modes import Phase, mode_phases
 from dha_train.plots import log_final_figures
@@ -49,14 +52,6 @@ from dha_train.train_config import TrainConfig
 __all__ = ["TrainResult", "MetricsSink", "NonFiniteLossError", "train"]
 
 log = logging.getLogger(__name__)
-
-
-class MetricsSink(Protocol):
-    """Where the trainer reports (the pipeline backs it with MLflow on rank 0)."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_dict(self, data: dict[str, Any], name: str) -> None: ...
-    def log_figure(self, figure: Any, name: str) -> None: ...
 
 
 class NonFiniteLossError(UserError):
@@ -77,7 +72,7 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_data(cfg: TrainConfig, data: Any) -> None:
+def _check_data(cfg: TrainConfig, data: DataBundle) -> None:
     if cfg.space.num_classes != data.num_classes or cfg.space.resolution != data.resolution:
         raise ConfigError(
             f"space config has num_classes={cfg.space.num_classes}, resolution="
@@ -89,7 +84,9 @@ def _check_data(cfg: TrainConfig, data: Any) -> None:
 class _Run:
     """Mutable state of one ``train`` call (the part a checkpoint holds besides the phase)."""
 
-    def __init__(self, cfg: TrainConfig, data: Any, workdir: Path, sink: MetricsSink) -> None:
+    def __init__(
+        self, cfg: TrainConfig, data: DataBundle, workdir: Path, sink: MetricsSink
+    ) -> None:
         self.cfg, self.data, self.workdir, self.sink = cfg, data, workdir, sink
         self.device = torch.device(cfg.device)
         self.main = cfg.rank == 0
@@ -362,10 +359,9 @@ class _Run:
 
 
 def train(
-    cfg: TrainConfig, data: Any, *, workdir: Path, sink: MetricsSink, resume: bool = False
+    cfg: TrainConfig, data: DataBundle, *, workdir: Path, sink: MetricsSink, resume: bool = False
 ) -> TrainResult:
     """Run ``cfg.mode`` on ``data`` (a DataBundle); see the module docstring."""
-    cfg.validate()
     _check_data(cfg, data)
     workdir = Path(workdir)
     seed_everything(derive_seed(cfg.seed, "process", rank=cfg.rank))

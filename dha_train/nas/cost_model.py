@@ -32,7 +32,7 @@ from dha_train.nas.budgets import Budget
 from dha_train.nas.counting import count_flops, count_params
 from dha_train.spaces import baseline_architecture, build_network, build_supernet
 from dha_train.spaces.arch import Architecture
-from dha_train.spaces.base import SpaceConfig, Supernet, Support
+from dha_train.spaces.base import Candidate, SpaceConfig, Supernet, Support
 from dha_train.timing import time_callable
 
 __all__ = ["Costs", "LatencyCheck", "CostModel"]
@@ -160,7 +160,7 @@ class CostModel:
             total = total + self._instance_cost(inst, memo)
         return total
 
-    def _instance_cost(self, inst: Any, memo: dict[Hashable, np.ndarray]) -> np.ndarray:
+    def _instance_cost(self, inst: Candidate, memo: dict[Hashable, np.ndarray]) -> np.ndarray:
         if inst.key not in memo:
             params = count_params(inst.module)
             # Parameter-free candidates (pools, identity) carry no counted multiply-adds.

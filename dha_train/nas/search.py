@@ -9,7 +9,9 @@ Per training step ``sample()`` returns the child to run:
   steps), takes the top-k support per unit, projects it onto the budget (a support that breaks
   a budget is never returned) and returns the forward weights of :func:`forward_weights`,
   which carry Eq. 7's gradient to b.
-``penalty()`` is a soft hinge on the expected cost so b moves towards the budget.
+``penalty()`` is Eq. 1's soft form (:func:`dha_train.nas.budgets.soft_penalty`) on the
+expected cost, which uses Eq. 7 (:func:`dha_train.nas.ista.eq7_alpha`, its one home) over all
+candidates, so b moves towards the budget.
 
 Freezing (``end_epoch``): a unit freezes (its support fixed, its weight folded into the
 operations' BN affine, ISTA-NAS one-stage) under one of two rules:

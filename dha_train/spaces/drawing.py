@@ -9,8 +9,7 @@ as DAGs (inputs c_{k-2}, c_{k-1}, nodes 0-3, output), each edge labelled with it
 
 from __future__ import annotations
 
-from typing import Any
-
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -52,7 +51,7 @@ def draw_mobilenet(arch: MobileNetArch) -> Figure:
     return fig
 
 
-def _draw_dag(ax: Any, pairs: tuple[tuple[str, int], ...], title: str) -> None:
+def _draw_dag(ax: Axes, pairs: tuple[tuple[str, int], ...], title: str) -> None:
     inputs = {0: (0.0, 0.8), 1: (0.0, 0.2)}
     nodes = {
         i + 2: (0.3 + 0.15 * i, 0.5 + (0.25 if i % 2 else -0.25)) for i in range(len(pairs) // 2)

@@ -10,6 +10,7 @@ the architecture (child/architecture.png).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import mlflow
 import torch
@@ -34,12 +35,10 @@ def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["derive"])
     with step_run("derive", values) as active:
         trained = load_derived(values["search_run_id"], folder=TRAINED_DIR, step="search_train")
-        meta = trained.meta
-        data = load_dataset(
-            meta["dataset"], meta["data_dir"] or None, trained.resolution, meta["seed"]
-        )
+        record = trained.record
+        data = load_dataset(record.dataset, record.data_dir or None, record.resolution, record.seed)
         device = torch.device(values["target_device"])
-        model = deployable(trained.model, meta["mean"], meta["std"]).to(device).eval()
+        model = deployable(trained.model, record.mean, record.std).to(device).eval()
         logits, labels = predict_split(
             model, data.test, batch_size=128, workers=values["workers"], device=device
         )
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
         mlflow.log_metrics({"top1": top1, "top5": top5, "test_loss": report.loss})
         mlflow.log_dict(report.to_dict(), f"{CHILD_DIR}/per_class.json")
         mlflow.log_figure(confusion_figure(report), f"{CHILD_DIR}/confusion_matrix.png")
-        log_derived(trained.arch, trained.model, {**meta, "top1": top1, "top5": top5})
+        log_derived(trained.arch, trained.model, replace(record, top1=top1, top5=top5))
         figure = draw_architecture(trained.arch)
         mlflow.log_figure(figure, f"{CHILD_DIR}/architecture.png")
         print(

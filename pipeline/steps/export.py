@@ -97,11 +97,9 @@ def run(args: argparse.Namespace) -> None:
     with step_run("export", values) as active, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         derived = load_derived(values["derive_run_id"])
-        meta = derived.meta
-        model = deployable(derived.model, meta["mean"], meta["std"]).eval()
-        data = load_dataset(
-            meta["dataset"], meta["data_dir"] or None, derived.resolution, meta["seed"]
-        )
+        record = derived.record
+        model = deployable(derived.model, record.mean, record.std).eval()
+        data = load_dataset(record.dataset, record.data_dir or None, record.resolution, record.seed)
         images = parity_images(data)
         onnx_path = export_onnx(model, resolution=derived.resolution, path=work / "model.onnx")
         report = check_onnx_parity(model, onnx_path, images, strict=True)

@@ -172,7 +172,7 @@ def _step(args: argparse.Namespace, values: dict) -> None:
             top5=derived.top5,
             references=refs,
             latency_key=f"torch.{device}.bs1",
-            dataset=derived.meta["dataset"],
+            dataset=derived.record.dataset,
         )
         metrics = table5_metrics(report, top1=derived.top1, top5=derived.top5, references=refs)
         log_table5(table, metrics, reports={"derived": report, **refs})

@@ -40,6 +40,7 @@ from dha_train.data import DataBundle, load_dataset
 from dha_train.datasets import DatasetDefaults, dataset_entry
 from dha_train.engine import distributed
 from dha_train.engine.checkpoint import claim_workdir, has_checkpoint, owner_workdir
+from dha_train.engine.sink import NullSink
 from dha_train.engine.trainer import train
 from dha_train.errors import ConfigError
 from dha_train.nas.budgets import Budget
@@ -48,7 +49,7 @@ from dha_train.spaces import baseline_architecture, validate_architecture
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
 from export.tensorrt_engine import tensorrt_status
-from pipeline.artifacts import log_derived
+from pipeline.artifacts import ChildRecord, log_derived
 from pipeline.dataset_inputs import log_splits
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import (
@@ -135,7 +136,6 @@ def train_config(
         rank=ctx.rank if ctx is not None else 0,
         world_size=ctx.world_size if ctx is not None else 1,
     )
-    cfg.validate()
     return cfg
 
 
@@ -206,14 +206,6 @@ def _continue_interrupted(values: dict[str, Any]) -> None:
         print(f"[search_train] continuing interrupted run {found.info.run_id}", flush=True)
 
 
-class _NoSink:
-    """Ranks other than 0 report nothing (the trainer does not call it; this is a guard)."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_dict(self, data: dict[str, Any], name: str) -> None: ...
-    def log_figure(self, figure: Any, name: str) -> None: ...
-
-
 def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
     """Own the MLflow run and run this step under torchrun; a failed rank fails the run."""
     nproc = int(values["nproc"])
@@ -233,7 +225,11 @@ def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc-per-node={nproc}", "-m", "pipeline.cli", *argv]
     with step_run("search_train", values) as active:
-        env = {**os.environ, "MLFLOW_RUN_ID": active.info.run_id}
+        env = {
+            **os.environ,
+            "MLFLOW_RUN_ID": active.info.run_id,
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),  # the ranks attach to this run
+        }
         log.info("launching %d processes: %s", nproc, " ".join(cmd))
         code = subprocess.run(cmd, env=env, check=False).returncode
         if code != 0:
@@ -265,7 +261,7 @@ def _run_rank(
     if ctx.rank != 0:  # only rank 0 touches MLflow (it attaches to MLFLOW_RUN_ID)
         logging.getLogger("dha_train").setLevel(logging.WARNING)  # rank 0 reports progress
         workdir = distributed.broadcast_object(None)
-        train(cfg, data, workdir=workdir, sink=_NoSink(), resume=True)
+        train(cfg, data, workdir=workdir, sink=NullSink(), resume=True)
         return
     with step_run("search_train", values) as active:
         workdir = claim_workdir(checkpoint_root(), _key(values), _owner(active))
@@ -285,28 +281,23 @@ def _run_rank(
         log_splits(data, data_dir=v["data_dir"])
         result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
         mlflow.log_artifacts(str(workdir), "checkpoints")
-        meta = {
-            **{
-                k: v[k]
-                for k in (
-                    "dataset",
-                    "data_dir",
-                    "seed",
-                    "mode",
-                    "max_params_m",
-                    "max_flops_m",
-                    "max_latency_ms",
-                )
-            },
-            "space": cfg.space.space,
-            "resolution": cfg.space.resolution,
-            "num_classes": data.num_classes,
-            "class_names": data.class_names,
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "search_run_id": active.info.run_id,
-        }
-        log_derived(result.architecture, result.model, meta, folder=TRAINED_DIR)
+        record = ChildRecord(
+            dataset=v["dataset"],
+            data_dir=v["data_dir"],
+            seed=v["seed"],
+            mode=v["mode"],
+            space=cfg.space.space,
+            resolution=cfg.space.resolution,
+            num_classes=data.num_classes,
+            class_names=tuple(data.class_names),
+            mean=tuple(data.mean),
+            std=tuple(data.std),
+            search_run_id=active.info.run_id,
+            max_params_m=v["max_params_m"],
+            max_flops_m=v["max_flops_m"],
+            max_latency_ms=v["max_latency_ms"],
+        )
+        log_derived(result.architecture, result.model, record, folder=TRAINED_DIR)
         top1 = result.test.get("top1", 0.0)  # percent, as every accuracy
         print(
             f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
