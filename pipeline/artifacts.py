@@ -21,6 +21,7 @@ from torch import nn
 from dha_train.errors import UserError
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
+from pipeline.outputs import STEP_OUTPUTS, download_output
 from pipeline.run_ids import resolve_run_id
 
 __all__ = [
@@ -28,11 +29,9 @@ __all__ = [
     "DerivedModel",
     "log_derived",
     "load_derived",
-    "CHILD_DIR",
     "DESCRIPTIVE_KEYS",
 ]
 
-CHILD_DIR = "child"
 # what a run searched: the measure step tags its run with these, compare shows them
 DESCRIPTIVE_KEYS = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
 
@@ -131,29 +130,21 @@ class DerivedModel:
         return self.record.descriptive_tags()
 
 
-def log_derived(
-    arch: Architecture, model: nn.Module, record: ChildRecord, *, folder: str = CHILD_DIR
-) -> None:
-    """Log the child's three artifacts to the active run, under ``folder``."""
+def log_derived(arch: Architecture, model: nn.Module, record: ChildRecord, *, step: str) -> None:
+    """Log the child's three artifacts to the active run, as ``step``'s output."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         save_architecture(arch, local / "architecture.json")
         torch.save(model.state_dict(), local / "weights.pt")
         (local / "meta.json").write_text(json.dumps(record.to_dict(), indent=2))
-        mlflow.log_artifacts(str(tmp), folder)
+        mlflow.log_artifacts(str(tmp), STEP_OUTPUTS[step])
 
 
-def load_derived(run_id: str, *, folder: str = CHILD_DIR, step: str = "derive") -> DerivedModel:
-    """Rebuild the child logged by run ``run_id`` under ``folder`` (eval mode, CPU)."""
-    client = MlflowClient()
-    run_id = resolve_run_id(client, run_id, what=f"{step} run")
-    try:
-        local = Path(client.download_artifacts(run_id, folder))
-    except Exception as exc:  # MLflow raises several kinds for a missing run or artifact
-        raise UserError(
-            f"run {run_id!r} has no {folder}/ artifacts: pass the run id of a "
-            f"FINISHED {step} step ({type(exc).__name__})"
-        ) from None
+def load_derived(run_id: str, *, step: str = "derive") -> DerivedModel:
+    """Rebuild the child that ``step`` (search_train or derive) logged in run ``run_id``
+    (eval mode, CPU)."""
+    run_id = resolve_run_id(MlflowClient(), run_id, what=f"{step} run")
+    local = download_output(step, run_id)
     arch = load_architecture(local / "architecture.json")
     model = build_network(arch)
     model.load_state_dict(torch.load(local / "weights.pt", map_location="cpu", weights_only=True))

@@ -286,7 +286,8 @@ def validate_cell(arch: CellArch) -> None:
 
 
 def _draw(arch: CellArch) -> Figure:
-    from dha_train.spaces.drawing import draw_cell  # matplotlib only when a picture is asked for
+    # matplotlib is imported only when a picture is asked for
+    from dha_train.spaces.drawing import draw_cell
 
     return draw_cell(arch)
 

@@ -26,17 +26,36 @@ from dha_train.spaces.registry import SpaceImpl
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["BLOCKS", "IDENTITY", "MobileNetSupernet", "MobileNetNetwork", "validate_mobilenet"]
+__all__ = [
+    "BLOCKS",
+    "IDENTITY",
+    "STAGES",
+    "Stage",
+    "MobileNetSupernet",
+    "MobileNetNetwork",
+    "validate_mobilenet",
+]
 
-STAGE_WIDTHS = (24, 40, 80, 96, 192, 320)
-STAGE_REPEATS = (4, 4, 4, 4, 4, 1)
-STAGE_STRIDES = (2, 2, 2, 1, 2, 1)
+
+@dataclass(frozen=True)
+class Stage:
+    """``repeats`` searchable layers of output width ``width``; the first has ``stride``."""
+
+    width: int
+    repeats: int
+    stride: int
+
+
+# The skeleton as data (ProxylessNAS): stem, a fixed MBConv1, these stages, head.
+STAGES = (Stage(24, 4, 2), Stage(40, 4, 2), Stage(80, 4, 2), Stage(96, 4, 1),
+          Stage(192, 4, 2), Stage(320, 1, 1))  # fmt: skip
 STEM_WIDTH, FIRST_WIDTH, LAST_WIDTH = 32, 16, 1280
-IDENTITY = "identity"
-# candidate name -> (kernel, expansion); identity is appended where allowed.
+# The candidates, by name: MBConv (kernel, expansion), and the residual's zero branch
+# ``identity`` (a named candidate of the layers whose stride is 1 and in == out).
 BLOCKS: dict[str, tuple[int, int]] = {
     f"mbconv_k{k}_e{e}": (k, e) for k in (3, 5, 7) for e in (3, 6)
 }
+IDENTITY = "identity"
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,11 @@ class _Layer:
     @property
     def allows_identity(self) -> bool:
         return self.stride == 1 and self.c_in == self.c_out
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """This layer's candidate names, in decision-unit order."""
+        return (*BLOCKS, IDENTITY) if self.allows_identity else tuple(BLOCKS)
 
 
 @dataclass(frozen=True)
@@ -66,13 +90,10 @@ def _layout(width_mult: float, resolution: int, imagenet_stem: bool) -> _Layout:
     last = make_divisible(LAST_WIDTH * width_mult) if width_mult > 1.0 else LAST_WIDTH
     side = -(-resolution // stem_stride)
     c_in, layers = first, []
-    for stage, (width, repeats, stride) in enumerate(
-        zip(STAGE_WIDTHS, STAGE_REPEATS, STAGE_STRIDES, strict=True)
-    ):
-        if stage == 0 and not imagenet_stem:
-            stride = 1  # small-image stem: one stride-2 step fewer
-        c_out = make_divisible(width * width_mult)
-        for r in range(repeats):
+    for i, stage in enumerate(STAGES):
+        stride = 1 if i == 0 and not imagenet_stem else stage.stride  # small-image stem
+        c_out = make_divisible(stage.width * width_mult)
+        for r in range(stage.repeats):
             s = stride if r == 0 else 1
             layers.append(_Layer(c_in, c_out, s, side))
             side, c_in = -(-side // s), c_out
@@ -123,12 +144,13 @@ class _SearchLayer(nn.Module):
     def __init__(self, spec: _Layer) -> None:
         super().__init__()
         self.residual = spec.allows_identity
+        self.names = spec.candidates
         self.candidates = nn.ModuleList(
             MBConv(spec.c_in, spec.c_out, k, e, spec.stride) for k, e in BLOCKS.values()
         )
 
     def forward(self, x: Tensor, index: int, weight: Tensor | None) -> Tensor:
-        if index == len(self.candidates):  # identity: the residual's zero branch
+        if self.names[index] == IDENTITY:  # the residual's zero branch
             return x
         out = self.candidates[index](x)
         if weight is not None:
@@ -145,7 +167,7 @@ class MobileNetSupernet(_Backbone, Supernet):
         self._layout = _config_layout(cfg)
         self._build_fixed(self._layout, cfg.in_channels, cfg.dropout, cfg.num_classes)
         self.layers = nn.ModuleList(_SearchLayer(spec) for spec in self._layout.layers)
-        self.unit_sizes = tuple(len(BLOCKS) + s.allows_identity for s in self._layout.layers)
+        self.unit_sizes = tuple(len(s.candidates) for s in self._layout.layers)
         self.unit_topk = tuple(1 for _ in self._layout.layers)
         self._freeze_scale_affines()
 
@@ -156,20 +178,14 @@ class MobileNetSupernet(_Backbone, Supernet):
         return self._classify(x)
 
     def candidate_names(self, unit: int) -> list[str]:
-        return list(BLOCKS)[: self.unit_sizes[unit]] + [IDENTITY][: self.unit_sizes[unit] - 6]
+        return list(self._layout.layers[unit].candidates)
 
     def candidate_instances(self, unit: int, index: int) -> list[Candidate]:
-        if index >= len(BLOCKS):
-            return []
         spec = self._layout.layers[unit]
-        key = (
-            "mbconv",
-            spec.c_in,
-            spec.c_out,
-            *list(BLOCKS.values())[index],
-            spec.stride,
-            spec.side,
-        )
+        name = spec.candidates[index]
+        if name == IDENTITY:
+            return []
+        key = ("mbconv", spec.c_in, spec.c_out, *BLOCKS[name], spec.stride, spec.side)
         shape = (1, spec.c_in, spec.side, spec.side)
         return [Candidate(self.layers[unit].candidates[index], shape, key)]
 
@@ -191,7 +207,7 @@ class MobileNetSupernet(_Backbone, Supernet):
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("layers.")}
         for unit, chosen in enumerate(support):
             layer, index = self.layers[unit], chosen[0]
-            if index == len(BLOCKS):
+            if layer.names[index] == IDENTITY:
                 continue
             prefix = f"layers.{unit}.body." if layer.residual else f"layers.{unit}."
             for k, v in layer.candidates[index].state_dict().items():
@@ -213,15 +229,14 @@ def validate_mobilenet(arch: MobileNetArch) -> None:
             f"mobilenet architecture has {len(arch.blocks)} blocks; expected {len(layers)}"
         )
     for i, (name, spec) in enumerate(zip(arch.blocks, layers, strict=True)):
-        allowed = list(BLOCKS) + ([IDENTITY] if spec.allows_identity else [])
+        allowed = list(spec.candidates)
         if name not in allowed:
             raise ConfigError(f"mobilenet block {i} is {name!r}; expected one of {allowed}")
 
 
 def _draw(arch: MobileNetArch) -> Figure:
-    from dha_train.spaces.drawing import (
-        draw_mobilenet,  # matplotlib only when a picture is asked for
-    )
+    # matplotlib is imported only when a picture is asked for
+    from dha_train.spaces.drawing import draw_mobilenet
 
     return draw_mobilenet(arch)
 

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
 from pipeline.compare import build_comparison, collect_runs, plot_comparison
+from pipeline.outputs import STEP_OUTPUTS
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
         model = values["registered_model"]
         rows = collect_runs(client, experiment_ids=experiments, run_ids=run_ids, model_name=model)
         comparison = build_comparison(rows)
-        mlflow.log_text(comparison.to_markdown(), "compare/compare.md")
+        mlflow.log_text(comparison.to_markdown(), STEP_OUTPUTS["compare"])
         mlflow.log_text(comparison.to_csv(), "compare/compare.csv")
         with tempfile.TemporaryDirectory() as tmp:
             plot = plot_comparison(comparison, Path(tmp) / "accuracy_vs_latency.png")

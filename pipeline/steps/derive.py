@@ -18,13 +18,15 @@ import torch
 from dha_train.data import load_dataset
 from dha_train.spaces import draw_architecture
 from export.wrap import deployable
-from pipeline.artifacts import CHILD_DIR, load_derived, log_derived
+from pipeline.artifacts import load_derived, log_derived
 from pipeline.class_report import class_report, confusion_figure, predict_split
+from pipeline.outputs import STEP_OUTPUTS, output_uri
 from pipeline.params import STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run
-from pipeline.steps.search_train import TRAINED_DIR
 
 __all__ = ["add_arguments", "run"]
+
+CHILD = STEP_OUTPUTS["derive"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["derive"])
     with step_run("derive", values) as active:
-        trained = load_derived(values["search_run_id"], folder=TRAINED_DIR, step="search_train")
+        trained = load_derived(values["search_run_id"], step="search_train")
         record = trained.record
         data = load_dataset(record.dataset, record.data_dir or None, record.resolution, record.seed)
         device = torch.device(values["target_device"])
@@ -45,13 +47,15 @@ def run(args: argparse.Namespace) -> None:
         report = class_report(logits, labels, data.class_names)
         top1, top5 = report.top1, report.top5
         mlflow.log_metrics({"top1": top1, "top5": top5, "test_loss": report.loss})
-        mlflow.log_dict(report.to_dict(), f"{CHILD_DIR}/per_class.json")
-        mlflow.log_figure(confusion_figure(report), f"{CHILD_DIR}/confusion_matrix.png")
-        log_derived(trained.arch, trained.model, replace(record, top1=top1, top5=top5))
+        mlflow.log_dict(report.to_dict(), f"{CHILD}/per_class.json")
+        mlflow.log_figure(confusion_figure(report), f"{CHILD}/confusion_matrix.png")
+        log_derived(
+            trained.arch, trained.model, replace(record, top1=top1, top5=top5), step="derive"
+        )
         figure = draw_architecture(trained.arch)
-        mlflow.log_figure(figure, f"{CHILD_DIR}/architecture.png")
+        mlflow.log_figure(figure, f"{CHILD}/architecture.png")
         print(
             f"[derive] run {active.info.run_id}: test top-1 {top1:.2f}%, top-5 {top5:.2f}% "
-            f"({len(data.test)} images); child at runs:/{active.info.run_id}/{CHILD_DIR}",
+            f"({len(data.test)} images); child at {output_uri('derive', active.info.run_id)}",
             flush=True,
         )

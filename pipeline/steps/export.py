@@ -37,6 +37,7 @@ from export.tensorrt_engine import (
 )
 from export.wrap import deployable
 from pipeline.artifacts import DerivedModel, load_derived
+from pipeline.outputs import STEP_OUTPUTS
 from pipeline.params import STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import step_run
 
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
                 "precision": values["precision"],
                 "target_device": values["target_device"],
             },
-            "exported.json",
+            STEP_OUTPUTS["export"],
         )
         for fmt, uri in exported.items():
             r = runtime[fmt]

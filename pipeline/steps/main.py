@@ -14,7 +14,6 @@ continued (same run id, metrics appended from the checkpoint's step) unless ``--
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -26,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
 from pipeline.dataset_inputs import log_splits
+from pipeline.outputs import download_output, read_output_json
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
 from pipeline.runs import (
     ERROR_TAG,
@@ -145,12 +145,9 @@ def _launch(
 def _summary(client: MlflowClient, measure_id: str, register_id: str) -> str:
     """The run's Table 5 row and the models:/ URIs to fetch."""
     lines = []
-    table = Path(client.download_artifacts(measure_id, "table5/table5.md"))
-    rows = table.read_text().strip().splitlines()
+    rows = download_output("measure", measure_id).read_text().strip().splitlines()
     lines += ["", "Table 5 (this machine):", *rows[:3]]
-    registered = json.loads(
-        Path(client.download_artifacts(register_id, "registered.json")).read_text()
-    )
+    registered = read_output_json("register", register_id)
     lines += ["", "Registered models (fetch with dha predict --model <uri> <images>):"]
     lines += [
         f"  {r['format']:9s} {r['uri']}  (version {r['version']})" for r in registered["versions"]

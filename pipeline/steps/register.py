@@ -16,20 +16,17 @@ line and the run tag ``dha.latency_budget``. Writes registered.json.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dha_train.errors import UserError
 from export.champion import LATENCY_TOLERANCE, eligibility
 from export.flavors import ONNX_SHA256
 from export.registry import CHAMPION, LATEST, VersionRequest, register_export, registered_name
 from export.runtime_report import RuntimeReport
 from pipeline.latency import describe_environment
+from pipeline.outputs import STEP_OUTPUTS, read_output_json
 from pipeline.params import STEP_PARAMS, add_params, parse_values
 from pipeline.run_ids import resolve_run_id
 from pipeline.runs import step_run
@@ -110,14 +107,7 @@ def _description(fmt: str, tags: dict[str, str], budgets: dict[str, float | None
 
 def _requests(values: dict[str, Any], client: MlflowClient) -> tuple[list, dict, dict]:
     export_id = resolve_run_id(client, values["export_run_id"], what="export run")
-    try:
-        exported = json.loads(
-            Path(client.download_artifacts(export_id, "exported.json")).read_text()
-        )
-    except MlflowException:
-        raise UserError(
-            f"run {export_id} has no exported.json: pass the id of a FINISHED export step"
-        ) from None
+    exported = read_output_json("export", export_id)
     measure = client.get_run(resolve_run_id(client, values["measure_run_id"], what="measure run"))
     values["export_run_id"] = export_id  # the registration key is the full id
     common = _common_tags(export_id, measure, exported)
@@ -170,7 +160,7 @@ def run(args: argparse.Namespace) -> None:
                 flush=True,
             )
         skipped = [{"format": f, "reason": r} for f, r in exported.get("skipped", {}).items()]
-        mlflow.log_dict({"versions": versions, "skipped": skipped}, "registered.json")
+        mlflow.log_dict({"versions": versions, "skipped": skipped}, STEP_OUTPUTS["register"])
         created = sum(v["created"] for v in versions)
         print(
             f"[register] run {active.info.run_id}: {created} of {len(versions)} versions "

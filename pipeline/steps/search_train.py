@@ -51,6 +51,7 @@ from dha_train.train_config import TrainConfig
 from export.tensorrt_engine import tensorrt_status
 from pipeline.artifacts import ChildRecord, log_derived
 from pipeline.dataset_inputs import log_splits
+from pipeline.outputs import output_uri
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import (
     code_version,
@@ -74,7 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-TRAINED_DIR = "trained"
 CHECKPOINT_DIR_ENV = "DHA_CHECKPOINT_DIR"
 
 
@@ -297,11 +297,11 @@ def _run_rank(
             max_flops_m=v["max_flops_m"],
             max_latency_ms=v["max_latency_ms"],
         )
-        log_derived(result.architecture, result.model, record, folder=TRAINED_DIR)
+        log_derived(result.architecture, result.model, record, step="search_train")
         top1 = result.test.get("top1", 0.0)  # percent, as every accuracy
         print(
             f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
             f"with {result.architecture.space} architecture; child logged to "
-            f"runs:/{active.info.run_id}/{TRAINED_DIR}",
+            f"{output_uri('search_train', active.info.run_id)}",
             flush=True,
         )
