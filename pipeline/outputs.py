@@ -47,8 +47,8 @@ def download_output(step: str, run_id: str) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as exc:
         raise UserError(
-            f"{uri} does not exist: pass the run id of a FINISHED {step} step "
-            f"({type(exc).__name__})"
+            f"run {run_id} has no {STEP_OUTPUTS[step]} ({uri}): pass the run id of a FINISHED "
+            f"{step} step ({type(exc).__name__})"
         ) from None
 
 

@@ -138,7 +138,7 @@ ROWS: list[tuple[str, Args, int, str]] = [
     ("unknown derive run", lambda s: ["measure", "--derive-run-id", "deadbeef"],
      2, "no derive run with id 'deadbeef'"),
     ("run without the child", lambda s: ["measure", "--derive-run-id", s.measure_id],
-     2, "has no child/ artifacts"),
+     2, "has no child (runs:/"),
     ("unknown search run", lambda s: ["derive", "--search-run-id", "deadbeef"],
      2, "no search_train run with id 'deadbeef'"),
     ("no search run id", lambda s: ["derive"], 2, "no search_train run id given"),

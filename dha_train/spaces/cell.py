@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -21,12 +20,10 @@ from torch import Tensor, nn
 from dha_train.errors import ConfigError
 from dha_train.spaces.arch import CellArch, Genotype, decode_cell
 from dha_train.spaces.base import Candidate, Selection, SpaceConfig, Supernet, Support
+from dha_train.spaces.drawing import draw_cell
 from dha_train.spaces.named import cell_baseline
 from dha_train.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
 from dha_train.spaces.registry import SpaceImpl
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = ["NODES", "CellSupernet", "CellNetwork", "validate_cell"]
 
@@ -285,18 +282,11 @@ def validate_cell(arch: CellArch) -> None:
             raise ConfigError(f"genotype {kind}_concat {list(concat)}; expected nodes in 0..5")
 
 
-def _draw(arch: CellArch) -> Figure:
-    # matplotlib is imported only when a picture is asked for
-    from dha_train.spaces.drawing import draw_cell
-
-    return draw_cell(arch)
-
-
 SPACE = SpaceImpl(
     supernet=CellSupernet,
     network=CellNetwork,
     decode=decode_cell,
     validate=validate_cell,
     baseline=cell_baseline,
-    draw=_draw,
+    draw=draw_cell,
 )

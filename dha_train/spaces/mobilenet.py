@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
@@ -20,11 +19,9 @@ from dha_train.errors import ConfigError
 from dha_train.spaces.arch import MobileNetArch, decode_mobilenet
 from dha_train.spaces.base import Candidate, Selection, SpaceConfig, Supernet, Support
 from dha_train.spaces.blocks import MBConv, Residual, conv_bn, make_divisible
+from dha_train.spaces.drawing import draw_mobilenet
 from dha_train.spaces.named import mobilenet_baseline
 from dha_train.spaces.registry import SpaceImpl
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = [
     "BLOCKS",
@@ -234,18 +231,11 @@ def validate_mobilenet(arch: MobileNetArch) -> None:
             raise ConfigError(f"mobilenet block {i} is {name!r}; expected one of {allowed}")
 
 
-def _draw(arch: MobileNetArch) -> Figure:
-    # matplotlib is imported only when a picture is asked for
-    from dha_train.spaces.drawing import draw_mobilenet
-
-    return draw_mobilenet(arch)
-
-
 SPACE = SpaceImpl(
     supernet=MobileNetSupernet,
     network=MobileNetNetwork,
     decode=decode_mobilenet,
     validate=validate_mobilenet,
     baseline=mobilenet_baseline,
-    draw=_draw,
+    draw=draw_mobilenet,
 )
