@@ -41,6 +41,7 @@ from mlflow.protos.databricks_pb2 import (
 
 from export.champion import CHAMPION, accuracy_of, champion_reason, settle_champion
 from export.errors import RegistrationError
+from export.formats import FORMATS
 
 __all__ = [
     "FORMATS",
@@ -58,7 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tensorrt")
 LATEST = "latest"
 BUDGET_TAG_PREFIX = "budget."
 KEY_TAG = "registration_key"

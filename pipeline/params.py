@@ -18,6 +18,7 @@ from dha_train.errors import ConfigError, check_choice
 from dha_train.modes import MODES
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 from dha_train.spaces.registry import SPACES
+from export.formats import FORMATS, PRECISIONS
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 
@@ -196,7 +197,7 @@ PARAMS: dict[str, Param] = {
             "comma-separated formats to export and register "
             "(tensorrt is skipped with a reason where TensorRT or CUDA is absent, unless alone)",
         ),
-        _p("precision", str, "fp32", "precision of the exported engines", ["fp32", "fp16"]),
+        _p("precision", str, "fp32", "precision of the exported engines", PRECISIONS),
         _p("model_name", str, "", "registered model name prefix; '' = dha-<space>-<dataset>"),
         _p(
             "min_top1",
@@ -274,10 +275,9 @@ def parse_values(namespace: argparse.Namespace, names: Sequence[str]) -> dict[st
 
 def parse_formats(raw: str) -> tuple[str, ...]:
     """'onnx,tensorrt' -> ('onnx', 'tensorrt'), checked."""
-    known = ("onnx", "tensorrt")
-    formats = tuple(check_choice(f.strip(), known, "format") for f in raw.split(",") if f.strip())
+    formats = tuple(check_choice(f.strip(), FORMATS, "format") for f in raw.split(",") if f.strip())
     if not formats:
-        raise ConfigError("formats is empty: pass onnx, tensorrt or onnx,tensorrt")
+        raise ConfigError(f"formats is empty: pass one or more of {', '.join(FORMATS)}")
     return formats
 
 
