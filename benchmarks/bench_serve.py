@@ -5,9 +5,10 @@ one that is not registered, or cannot be served here, is skipped with its reason
 `mlflow models serve -m <uri> --env-manager local` on a free loopback port, sends
 ``--requests`` POST /invocations from ``--clients`` concurrent clients (one keep-alive
 connection each) for every batch size in ``--batches``, and stops the server. A request
-counts as an error unless the answer is HTTP 200 with a JSON body (the output schema is the
-model's business). It prints, per model and batch size: requests, errors, throughput
-(requests/s and images/s), p50 and p99 latency. Exits 1 when any request failed.
+counts as an error unless the answer is HTTP 200 with the served schema (export/serving.py:
+logits, probabilities, label, class_names) and one label per image. It prints, per model and
+batch size: requests, errors, throughput (requests/s and images/s), p50 and p99 latency.
+Exits 1 when any request failed.
 
     MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db python benchmarks/bench_serve.py
 """
@@ -88,7 +89,20 @@ class Server:
             self.proc.wait()
 
 
-def _load(port: int, body: bytes, requests: int, clients: int, timeout: float) -> dict:
+_OUTPUTS = {"logits", "probabilities", "label", "class_names"}  # export.serving.OUTPUT_SCHEMA
+
+
+def _answer_problem(payload: bytes, rows: int) -> str | None:
+    """Why a 200 reply is not the served schema with ``rows`` labels (None if it is)."""
+    predictions = json.loads(payload).get("predictions")
+    if not isinstance(predictions, dict) or set(predictions) != _OUTPUTS:
+        return f"reply without the served outputs {sorted(_OUTPUTS)}: {payload[:120]!r}"
+    if len(predictions["label"]) != rows:
+        return f"{len(predictions['label'])} labels for {rows} images"
+    return None
+
+
+def _load(port: int, body: bytes, rows: int, requests: int, clients: int, timeout: float) -> dict:
     """Send ``requests`` POSTs from ``clients`` threads; latencies (s) and error count."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -111,10 +125,10 @@ def _load(port: int, body: bytes, requests: int, clients: int, timeout: float) -
                 conn.request("POST", "/invocations", body=body, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
-                ok = response.status == 200
-                if ok:
-                    json.loads(payload)
-                problem = None if ok else f"HTTP {response.status}: {payload[:200]!r}"
+                if response.status == 200:
+                    problem = _answer_problem(payload, rows)
+                else:
+                    problem = f"HTTP {response.status}: {payload[:200]!r}"
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 conn.close()
@@ -172,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batches:
                 images = rng.random((batch, *shape), dtype=np.float32)
                 body = json.dumps({"inputs": images.tolist()}).encode()
-                out = _load(server.port, body, args.requests, args.clients, args.timeout)
+                out = _load(server.port, body, batch, args.requests, args.clients, args.timeout)
                 lat, errors = out["latencies"], out["errors"]
                 failed += len(errors)
                 rate = len(lat) / out["wall_s"]

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from dha_train.datasets import dataset_entry
 from dha_train.errors import DatasetError
+from dha_train.preprocess import Preprocess
 
 __all__ = [
     "DataBundle",
@@ -78,6 +79,7 @@ class DataBundle:
     std: tuple[float, float, float]
     skipped: int = 0  # unreadable images found while scanning (left out)
     skipped_non_image: int = 0  # files without an image extension in class folders (left out)
+    preprocess: Preprocess | None = None  # the evaluation transform, stored with the model
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}  # type: ignore[arg-type]
@@ -124,6 +126,7 @@ def digits_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) 
         resolution=resolution,
         mean=mean,
         std=std,
+        preprocess=Preprocess.centre_crop(resolution, mean=mean, std=std),
     )
 
 
@@ -139,15 +142,13 @@ def _require_dir(data_dir: Path | None, dataset: str, layout: str) -> Path:
 
 
 def cifar_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -> DataBundle:
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
     folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[kind]
     root = _require_dir(data_dir, kind, f"expected torchvision's layout: <data_dir>/{folder}/")
-    steps: list[Callable] = [transforms.PILToTensor()]
-    if resolution != 32:
-        steps.insert(0, transforms.Resize(resolution))
-    tf = transforms.Compose(steps)
+    # 32 px images; at another resolution resized (the crop of a square image is the image)
+    tf = Preprocess.centre_crop(resolution).transform()
     try:
         train = cls(str(root), train=True, download=False, transform=tf)
         test = cls(str(root), train=False, download=False, transform=tf)
@@ -170,6 +171,7 @@ def cifar_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) -
         resolution=resolution,
         mean=mean,
         std=std,
+        preprocess=Preprocess.centre_crop(resolution, mean=mean, std=std),
     )
 
 
@@ -295,13 +297,10 @@ def folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) 
             transforms.PILToTensor(),
         ]
     )
-    eval_tf = transforms.Compose(
-        [
-            transforms.Resize(round(resolution * 256 / 224)),
-            transforms.CenterCrop(resolution),
-            transforms.PILToTensor(),
-        ]
+    preprocess = Preprocess.centre_crop(
+        resolution, crop_fraction=224 / 256, mean=IMAGENET_MEAN, std=IMAGENET_STD
     )
+    eval_tf = preprocess.transform()
     val_idx, test_idx = _split_indices(
         np.asarray([lbl for _, lbl in val_samples]), seed, (0.5, 0.5)
     )
@@ -326,6 +325,7 @@ def folder_bundle(kind: str, data_dir: Path | None, resolution: int, seed: int) 
         std=IMAGENET_STD,
         skipped=skipped,
         skipped_non_image=non_image,
+        preprocess=preprocess,
     )
 
 

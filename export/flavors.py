@@ -1,69 +1,101 @@
 """MLflow models for the deployed network: ONNX via ``mlflow.onnx``, TensorRT via a pyfunc.
 
 Both take float32 ``images`` shaped ``(N, 3, R, R)`` in [0, 1] and their pyfunc ``predict``
-returns the same form, ``{"logits": float32 ndarray (N, classes)}``, so a client switches
-formats by URI alone. Class names and the resolution travel in the model's metadata
-(``class_names``, ``resolution``, ``format``); :func:`model_metadata` reads them back.
+returns the same form, :data:`export.serving.OUTPUT_SCHEMA` (logits, probabilities, label,
+class_names), and refuses other input with an HTTP 400, so a client switches formats by URI
+alone. The ONNX model keeps MLflow's ``onnx`` flavor; its ``python_function`` flavor loads
+through :mod:`export.serving`, the only project code it ships. Class names, the resolution
+and the evaluation transform travel in the model's metadata (``class_names``,
+``resolution``, ``format``, ``preprocess``: a :class:`dha_train.preprocess.Preprocess`
+dict) and in the pyfunc model config; :func:`model_metadata` and :func:`model_preprocess`
+read them back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
+from mlflow.models import Model, ModelSignature
+from mlflow.models.model import MLMODEL_FILE_NAME, MODEL_CONFIG, ModelInfo
 from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 from mlflow.types import Schema, TensorSpec
 
+from export import serving
 from export.engine_sidecar import EngineFiles, read_sidecar
 from export.errors import ExportError
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_execution_providers
+from export.onnx_export import onnx_execution_providers
+from export.serving import CLASS_NAMES, INPUT_NAME, OUTPUT_NAME, images_of, model_output
 
 __all__ = [
     "OUTPUT_KEY",
     "ONNX_SHA256",
     "model_signature",
     "model_metadata",
+    "model_preprocess",
     "log_onnx_model",
     "TensorRTPyfunc",
     "log_tensorrt_model",
 ]
 
+if TYPE_CHECKING:  # imported where used: unpickling the TensorRT pyfunc needs no PIL
+    from dha_train.preprocess import Preprocess
+
 logger = logging.getLogger(__name__)
 
-OUTPUT_KEY = OUTPUT_NAME  # pyfunc predict returns {OUTPUT_KEY: logits}
+OUTPUT_KEY = OUTPUT_NAME  # pyfunc predict returns {OUTPUT_KEY: logits, ...}
 ONNX_SHA256 = "onnx_sha256"  # metadata key and registered-version tag
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def model_signature(resolution: int, num_classes: int) -> ModelSignature:
-    """``images`` float32 (-1, 3, R, R) -> ``logits`` float32 (-1, classes)."""
+    """``images`` float32 (-1, 3, R, R) -> :data:`export.serving.OUTPUT_SCHEMA`."""
     return ModelSignature(
         inputs=Schema(
             [TensorSpec(np.dtype(np.float32), (-1, 3, resolution, resolution), INPUT_NAME)]
         ),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), OUTPUT_NAME)]),
+        outputs=serving.output_schema(num_classes),
     )
 
 
-def _metadata(fmt: str, class_names: list[str], resolution: int) -> dict[str, Any]:
+def _metadata(
+    fmt: str, class_names: list[str], resolution: int, preprocess: Preprocess | None
+) -> dict[str, Any]:
     if not class_names or len(set(class_names)) != len(class_names):
         raise ExportError(
             f"class names {class_names[:5]}... are empty or repeated; expected one unique "
             "name per output; pass the dataset's class names"
         )
-    return {"format": fmt, "class_names": list(class_names), "resolution": int(resolution)}
+    from dha_train.preprocess import Preprocess
+
+    preprocess = preprocess or Preprocess.centre_crop(resolution)
+    if preprocess.resolution != resolution:
+        raise ExportError(
+            f"preprocess crops to {preprocess.resolution} px, but the model takes {resolution} "
+            "px; pass the data bundle's preprocess for the model's resolution"
+        )
+    return {
+        "format": fmt,
+        "class_names": list(class_names),
+        "resolution": int(resolution),
+        "preprocess": preprocess.to_dict(),
+        "output_schema": dict(serving.OUTPUT_SCHEMA),
+    }
 
 
 def model_metadata(pyfunc_model: PyFuncModel) -> dict[str, Any]:
-    """The ``format``/``class_names``/``resolution`` metadata of a model logged here."""
+    """The ``format``/``class_names``/``resolution``/``preprocess`` metadata of a model
+    logged here."""
     meta = pyfunc_model.metadata.metadata or {}
     if "class_names" not in meta or "resolution" not in meta:
         raise ExportError(
@@ -71,6 +103,52 @@ def model_metadata(pyfunc_model: PyFuncModel) -> dict[str, Any]:
             "metadata; expected a model logged by export.flavors; log it with log_onnx_model"
         )
     return meta
+
+
+def model_preprocess(meta: dict[str, Any]) -> Preprocess:
+    """The evaluation transform recorded in a model's metadata (a model logged before it was
+    recorded: resize the shorter side to its resolution and crop the centre)."""
+    from dha_train.preprocess import Preprocess
+
+    if "preprocess" not in meta:
+        logger.warning("model records no preprocess; resizing to %s px", meta["resolution"])
+        return Preprocess.centre_crop(int(meta["resolution"]))
+    return Preprocess.from_dict(meta["preprocess"])
+
+
+def _served_code(folder: Path) -> Path:
+    """``folder/export`` holding what the ONNX pyfunc imports: the package marker and
+    :mod:`export.serving` (nothing else of the project travels with the model)."""
+    package = folder / "export"
+    package.mkdir()
+    for name in ("__init__.py", "serving.py"):
+        shutil.copy2(_PROJECT_ROOT / "export" / name, package / name)
+    return package
+
+
+def _save_onnx_model(
+    path: str,
+    mlflow_model: Model,
+    *,
+    class_names: list[str],
+    resolution: int,
+    **kwargs: Any,
+) -> None:
+    """``mlflow.onnx.save_model``, then the pyfunc flavor loads through export.serving with
+    the class names and resolution as its model config."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = _served_code(Path(tmp))
+        mlflow.onnx.save_model(
+            path=path, mlflow_model=mlflow_model, code_paths=[str(code)], **kwargs
+        )
+    conf = mlflow_model.flavors["python_function"]
+    conf["loader_module"] = serving.__name__
+    conf[MODEL_CONFIG] = {CLASS_NAMES: list(class_names), "resolution": int(resolution)}
+    mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+
+
+# a flavor module for Model.log: mlflow.onnx's files, export.serving's pyfunc
+_ONNX_FLAVOR = SimpleNamespace(__name__="mlflow.onnx", save_model=_save_onnx_model)
 
 
 def log_onnx_model(
@@ -81,10 +159,12 @@ def log_onnx_model(
     resolution: int,
     providers: list[str] | None = None,
     input_example: np.ndarray | None = None,
+    preprocess: Preprocess | None = None,
 ) -> ModelInfo:
     """Log ``onnx_path`` as an MLflow ONNX model (a LoggedModel) in the active run, with the
     sha256 of the file it writes in its metadata (``onnx_sha256``, checked on load), and
     ``input_example`` (float32 (N, 3, R, R) in [0, 1], e.g. one real image) as its example.
+    ``preprocess``: the evaluation transform (default: resize to ``resolution``, centre crop).
 
     ``providers`` default to :func:`onnx_execution_providers` of this machine (CUDA only
     where present; the onnx flavor's default lists CUDA everywhere and warns on CPU).
@@ -94,12 +174,16 @@ def log_onnx_model(
     proto = onnx.load(str(onnx_path))
     # the flavor writes proto.SerializeToString() as model.onnx: its sha256 is the file's
     sha256 = hashlib.sha256(proto.SerializeToString()).hexdigest()
-    info = mlflow.onnx.log_model(
-        proto,
+    info = Model.log(
+        artifact_path=None,
         name=name,
+        flavor=_ONNX_FLAVOR,
+        onnx_model=proto,
+        class_names=class_names,
+        resolution=resolution,
         signature=model_signature(resolution, len(class_names)),
         onnx_execution_providers=providers or onnx_execution_providers(),
-        metadata={**_metadata("onnx", class_names, resolution), ONNX_SHA256: sha256},
+        metadata={**_metadata("onnx", class_names, resolution, preprocess), ONNX_SHA256: sha256},
         save_as_external_data=False,
         input_example=None if input_example is None else {INPUT_NAME: input_example},
     )
@@ -112,22 +196,27 @@ class TensorRTPyfunc(PythonModel):
 
     ``mlflow models serve`` answers requests in threads, and a TensorRT execution context
     holds one input shape and one set of tensor addresses at a time: requests take turns on
-    it under a lock (one engine, one context, one stream per loaded model).
+    it under a lock (one engine, one context, one stream per loaded model). Class names and
+    resolution come from the pyfunc model config.
     """
 
     def load_context(self, context: PythonModelContext) -> None:
         """Check the sidecar against this machine and deserialise the engine."""
         from export.tensorrt_engine import TensorRTRunner
 
-        self.serve_with(
-            TensorRTRunner(
-                Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
-            )
+        runner = TensorRTRunner(
+            Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
         )
+        config = context.model_config
+        self.serve_with(runner, config[CLASS_NAMES], config["resolution"])
 
-    def serve_with(self, runner: Callable[[np.ndarray], np.ndarray]) -> None:
+    def serve_with(
+        self, runner: Callable[[np.ndarray], np.ndarray], class_names: list[str], resolution: int
+    ) -> None:
         """Answer requests with ``runner`` (the engine runner; a stand-in in CPU tests)."""
         self._runner = runner
+        self._class_names = list(class_names)
+        self._resolution = int(resolution)
         self._lock = threading.Lock()
 
     def predict(
@@ -136,16 +225,20 @@ class TensorRTPyfunc(PythonModel):
         model_input: np.ndarray,
         params: dict[str, Any] | None = None,
     ) -> dict[str, np.ndarray]:
-        """``{"logits": (N, classes)}`` for ``images`` (N, 3, R, R)."""
-        images = model_input[INPUT_NAME] if isinstance(model_input, dict) else model_input
-        array = np.asarray(images, dtype=np.float32)
+        """:data:`export.serving.OUTPUT_SCHEMA` for ``images`` (N, 3, R, R) in [0, 1]."""
+        array = images_of(model_input, self._resolution)
         with self._lock:
             logits = self._runner(array)
-        return {OUTPUT_KEY: logits}
+        return model_output(logits, self._class_names)
 
 
 def log_tensorrt_model(
-    engine_files: EngineFiles, *, name: str, class_names: list[str], resolution: int
+    engine_files: EngineFiles,
+    *,
+    name: str,
+    class_names: list[str],
+    resolution: int,
+    preprocess: Preprocess | None = None,
 ) -> ModelInfo:
     """Log a TensorRT plan and its sidecar as a pyfunc model in the active run.
 
@@ -163,6 +256,7 @@ def log_tensorrt_model(
         python_model=TensorRTPyfunc(),
         artifacts={"plan": str(engine_files.plan), "sidecar": str(engine_files.sidecar)},
         signature=model_signature(resolution, len(class_names)),
+        model_config={CLASS_NAMES: list(class_names), "resolution": int(resolution)},
         pip_requirements=[
             f"tensorrt=={sidecar.tensorrt_version}",
             f"mlflow=={mlflow.__version__}",
@@ -171,7 +265,7 @@ def log_tensorrt_model(
         ],
         code_paths=[str(_PROJECT_ROOT / "export"), str(_PROJECT_ROOT / "dha_train")],
         metadata={
-            **_metadata("tensorrt", class_names, resolution),
+            **_metadata("tensorrt", class_names, resolution, preprocess),
             "tensorrt_version": sidecar.tensorrt_version,
             "gpu_name": sidecar.gpu_name,
             "compute_capability": sidecar.compute_capability,

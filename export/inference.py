@@ -1,7 +1,9 @@
 """Models fetched for inference: ``models:/<name>@<alias>`` -> a callable on images or tensors.
 
 Works for any model logged by :mod:`export.flavors` (ONNX or TensorRT): both return
-``{"logits": ...}`` and carry ``class_names`` and ``resolution`` in their metadata.
+:data:`export.serving.OUTPUT_SCHEMA` and carry ``class_names``, ``resolution`` and
+``preprocess`` in their metadata. Image files and PIL images go through the recorded
+:class:`dha_train.preprocess.Preprocess`, the transform evaluation used.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
 from PIL import Image
 
+from dha_train.preprocess import Preprocess
 from export.engine_sidecar import sha256_of
 from export.errors import ExportError
-from export.flavors import ONNX_SHA256, OUTPUT_KEY, model_metadata
+from export.flavors import ONNX_SHA256, OUTPUT_KEY, model_metadata, model_preprocess
+from export.serving import PROBABILITIES, input_problem, model_output
 
 __all__ = ["Classifier", "ImageInput", "load_classifier", "load_images", "format_predictions"]
 
@@ -30,14 +34,10 @@ logger = logging.getLogger(__name__)
 ImageInput = Sequence[str | Path | Image.Image] | torch.Tensor | np.ndarray
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def load_images(items: Sequence[str | Path | Image.Image], resolution: int) -> np.ndarray:
-    """Image files or PIL images -> float32 ``(N, 3, R, R)`` in [0, 1] (RGB, resized)."""
+def load_images(items: Sequence[str | Path | Image.Image], preprocess: Preprocess) -> np.ndarray:
+    """Image files or PIL images -> float32 ``(N, 3, R, R)`` in [0, 1] through ``preprocess``
+    (the model's evaluation transform: RGB, resize, centre crop, / 255)."""
+    resolution = preprocess.resolution
     arrays = []
     for item in items:
         if isinstance(item, Image.Image):
@@ -50,18 +50,19 @@ def load_images(items: Sequence[str | Path | Image.Image], resolution: int) -> n
                     f"cannot read image {item}: {exc.__class__.__name__}; expected a readable "
                     "image file (PNG, JPEG, ...); check the path"
                 ) from exc
-        resized = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        arrays.append(preprocess.unit_float(image).numpy())
     return np.stack(arrays) if arrays else np.zeros((0, 3, resolution, resolution), np.float32)
 
 
 class Classifier:
-    """A registered model with its class names; call it for probabilities ``(N, classes)``."""
+    """A registered model with its class names and evaluation transform; call it for
+    probabilities ``(N, classes)``."""
 
-    def __init__(self, model: PyFuncModel, class_names: list[str], resolution: int) -> None:
+    def __init__(self, model: PyFuncModel, class_names: list[str], preprocess: Preprocess) -> None:
         self.model = model
         self.class_names = list(class_names)
-        self.resolution = int(resolution)
+        self.preprocess = preprocess
+        self.resolution = preprocess.resolution
 
     def to_array(self, inputs: ImageInput) -> np.ndarray:
         """Paths / PIL images / tensor / array -> float32 ``(N, 3, R, R)``."""
@@ -70,26 +71,28 @@ class Classifier:
         elif isinstance(inputs, np.ndarray):
             array = inputs.astype(np.float32, copy=False)
         else:
-            array = load_images(inputs, self.resolution)
-        expected = (3, self.resolution, self.resolution)
-        if array.ndim != 4 or tuple(array.shape[1:]) != expected:
-            raise ExportError(
-                f"model input shaped {tuple(array.shape)}; expected (N, 3, {self.resolution}, "
-                f"{self.resolution}) float32 in [0, 1]; pass image paths to have them resized"
-            )
+            array = load_images(inputs, self.preprocess)
+        if (problem := input_problem(array, self.resolution)) is not None:
+            raise ExportError(f"model input: {problem}; pass image paths to have them resized")
         return np.ascontiguousarray(array)
+
+    def predict(self, inputs: ImageInput) -> dict[str, np.ndarray]:
+        """The served model's output (:data:`export.serving.OUTPUT_SCHEMA`)."""
+        array = self.to_array(inputs)
+        if len(array) == 0:
+            return model_output(np.zeros((0, len(self.class_names)), np.float32), self.class_names)
+        output: Any = self.model.predict(array)
+        if PROBABILITIES not in output:  # a model logged before the full output
+            output = model_output(output[OUTPUT_KEY], self.class_names)
+        return output
 
     def logits(self, inputs: ImageInput) -> np.ndarray:
         """Raw logits ``(N, classes)``."""
-        array = self.to_array(inputs)
-        if len(array) == 0:
-            return np.zeros((0, len(self.class_names)), np.float32)
-        output: Any = self.model.predict(array)
-        return np.asarray(output[OUTPUT_KEY], dtype=np.float32)
+        return np.asarray(self.predict(inputs)[OUTPUT_KEY], dtype=np.float32)
 
     def __call__(self, inputs: ImageInput) -> np.ndarray:
         """Class probabilities ``(N, classes)``."""
-        return _softmax(self.logits(inputs).astype(np.float64)).astype(np.float32)
+        return np.asarray(self.predict(inputs)[PROBABILITIES], dtype=np.float32)
 
     def topk(self, inputs: ImageInput, k: int = 5) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable classes per input, most probable first."""
@@ -153,7 +156,7 @@ def load_classifier(model_uri: str) -> Classifier:
     logger.info(
         "loaded %s (%s, %d classes)", model_uri, meta.get("format"), len(meta["class_names"])
     )
-    return Classifier(model, meta["class_names"], meta["resolution"])
+    return Classifier(model, meta["class_names"], model_preprocess(meta))
 
 
 def format_predictions(

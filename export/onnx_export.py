@@ -24,6 +24,7 @@ from export.parity import (
     reference_logits,
     require_parity,
 )
+from export.serving import INPUT_NAME, OUTPUT_NAME
 
 __all__ = [
     "INPUT_NAME",
@@ -37,8 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
 _MIN_OPSET = 13  # first opset where every op our networks use has its current form
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: a real SQLite-backed MLflow store, and a real `mlflow server` on loopback."""
+"""Shared fixtures: a real SQLite-backed MLflow store, a real `mlflow server` on loopback, and
+a real `mlflow models serve` scoring server for a model URI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -126,8 +128,36 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)  # later tests must not talk to a stopped server
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def scoring_server(model_uri: str, log: Path, timeout: float = 180.0) -> Iterator[str]:
+    """`mlflow models serve -m model_uri --env-manager local` on a free 127.0.0.1 port, its
+    output in ``log``; yields ``http://127.0.0.1:<port>`` once /ping answers, stops it after.
+
+    The scoring server execs ``uvicorn`` from PATH: this interpreter's bin goes first, as an
+    activated virtual environment would put it (the README says so).
+    """
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
+    cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with log.open("w") as output:
+        proc = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/ping", proc, timeout=timeout, log=log)
+        yield url
+    finally:
+        _stop(proc)

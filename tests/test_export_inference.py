@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dha_train.preprocess import Preprocess
 from export.errors import ExportError
 from export.inference import Classifier, format_predictions, load_classifier, load_images
 from tests.test_export_support import (
@@ -67,7 +68,7 @@ def test_paths_and_pil_images_are_resized_to_the_model(classifier, tmp_path) -> 
     for i, image in enumerate(pils):
         paths.append(tmp_path / f"{i}.png")
         image.save(paths[-1])
-    array = load_images(paths, RESOLUTION)
+    array = load_images(paths, Preprocess.centre_crop(RESOLUTION))
     assert array.shape == (5, 3, RESOLUTION, RESOLUTION) and array.dtype == np.float32
     assert array.min() >= 0.0 and array.max() <= 1.0
     np.testing.assert_allclose(classifier(paths), classifier(pils), atol=1e-6)
@@ -92,8 +93,11 @@ def test_topk_is_sorted_and_formatted(classifier) -> None:
 
 
 def test_wrong_inputs_are_user_errors(classifier, tmp_path) -> None:
-    with pytest.raises(ExportError, match=r"expected \(N, 3, 32, 32\)"):
+    expected = r"expected float32 images shaped \(N, 3, 32, 32\), RGB in \[0, 1\]"
+    with pytest.raises(ExportError, match=r"shaped \(2, 3, 16, 16\); " + expected):
         classifier(np.zeros((2, 3, 16, 16), np.float32))
+    with pytest.raises(ExportError, match="outside \\[0, 1\\] \\(0-255 pixels"):
+        classifier(np.full((1, 3, 32, 32), 255.0, np.float32))
     with pytest.raises(ExportError, match="cannot read image"):
         classifier([tmp_path / "missing.png"])
     assert classifier(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)

@@ -16,6 +16,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
+from dha_train.preprocess import Preprocess
 from export.champion import current_champion, eligibility
 from export.errors import ExportError, RegistrationError
 from export.inference import load_images
@@ -88,7 +89,8 @@ def test_onnx_end_to_end_loaded_by_alias_in_a_fresh_process(logged_uri, tmp_path
     with torch.no_grad():
         expected = torch.softmax(trained.model(images), dim=1).numpy()
         expected_png = torch.softmax(
-            trained.model(torch.from_numpy(load_images(pngs, RESOLUTION))), dim=1
+            trained.model(torch.from_numpy(load_images(pngs, Preprocess.centre_crop(RESOLUTION)))),
+            dim=1,
         ).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy.png.npy"), expected_png, atol=1e-5)

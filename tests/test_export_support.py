@@ -41,13 +41,14 @@ class TrainedDigits:
     std: tuple[float, float, float]
 
 
-def digits_rgb() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn digits as float32 RGB ``(N, 3, 32, 32)`` in [0, 1] and labels."""
+def digits_rgb(resolution: int = RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn digits as float32 RGB ``(N, 3, R, R)`` in [0, 1] and labels (upscaled as
+    ``dha_train.data`` does)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     return x.repeat(1, 3, 1, 1).clamp(0, 1).contiguous(), torch.from_numpy(digits.target)
 
 
@@ -79,20 +80,22 @@ def _train(child: nn.Module, norm: Normalize, images, labels, train_idx, epochs:
 
 
 @functools.cache
-def trained_digits(epochs: int = 3) -> TrainedDigits:
-    """Train :func:`small_convnet` on 1500 digits for a few epochs (~15-30 s on 2 busy cores).
+def trained_digits(epochs: int = 3, resolution: int = RESOLUTION) -> TrainedDigits:
+    """Train :func:`small_convnet` on 1500 digits at ``resolution`` px for a few epochs
+    (~15-30 s on 2 busy cores).
 
     The trained weights are kept in the temp directory, keyed by this file's source, so
     later test sessions skip the training.
     """
     torch.manual_seed(0)
-    images, labels = digits_rgb()
+    images, labels = digits_rgb(resolution)
     order = torch.randperm(len(images))
     train_idx, val_idx = order[:1500], order[1500:]
     mean = tuple(images[train_idx].mean(dim=(0, 2, 3)).tolist())
     std = tuple(images[train_idx].std(dim=(0, 2, 3)).tolist())
     child = small_convnet()
-    key = hashlib.sha256(Path(__file__).read_bytes() + str(epochs).encode()).hexdigest()[:16]
+    salt = f"{epochs}-{resolution}".encode()
+    key = hashlib.sha256(Path(__file__).read_bytes() + salt).hexdigest()[:16]
     cached = Path(tempfile.gettempdir()) / f"dha-export-digits-{key}.pt"
     if cached.is_file():
         child.load_state_dict(torch.load(cached, weights_only=True))

@@ -296,7 +296,7 @@ def test_concurrent_requests_of_different_batch_sizes_get_their_own_rows() -> No
     trained = trained_digits()
     runner = _StandInRunner(trained.model)
     pyfunc = TensorRTPyfunc()
-    pyfunc.serve_with(runner)
+    pyfunc.serve_with(runner, CLASS_NAMES, RESOLUTION)
     images = trained.val_images.numpy()
     requests = [images[i : i + size] for i, size in enumerate([1, 3, 8, 17] * 10)]
 

@@ -82,7 +82,11 @@ def _tensorrt(
     report = check_engine_parity(model, runner, images, strict=True)
     mlflow.log_metrics(report.metrics(f"parity.tensorrt_{precision}"))
     info = log_tensorrt_model(
-        engine, name="tensorrt", class_names=derived.class_names, resolution=derived.resolution
+        engine,
+        name="tensorrt",
+        class_names=derived.class_names,
+        resolution=derived.resolution,
+        preprocess=data.preprocess,
     )
     mlflow.set_tag("tensorrt", f"built ({precision})")
     measured = measure_runtime(
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> None:
                 resolution=derived.resolution,
                 providers=providers,
                 input_example=images[:1].numpy().astype("float32"),  # a real image
+                preprocess=data.preprocess,  # the evaluation transform, for inference
             ).model_uri
             predict, threads = onnx_predictor(onnx_path, providers)
             runtime["onnx"] = measure_runtime(
