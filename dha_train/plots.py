@@ -9,7 +9,7 @@ import torch
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from dha_train.da.augment import OPS
+from dha_train.da.operations import OPS
 from dha_train.da.policy import policy_stats
 from dha_train.engine.sink import MetricsSink
 

@@ -128,10 +128,11 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)  # later tests must not talk to a stopped server
-        _stop(proc)
+        stop_process(proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate ``proc``; kill it if it has not gone after 20 s."""
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -160,4 +161,4 @@ def scoring_server(model_uri: str, log: Path, timeout: float = 180.0) -> Iterato
         wait_for_http(f"{url}/ping", proc, timeout=timeout, log=log)
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)

@@ -17,7 +17,7 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, free_port, start_mlflow_server, wait_for_http
+from tests.conftest import REPO, free_port, start_mlflow_server, stop_process, wait_for_http
 
 __all__ = [
     "Dha",
@@ -118,12 +118,7 @@ class RestartableServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
 
 
 def all_runs(client: MlflowClient) -> list[Run]:

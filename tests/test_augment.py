@@ -14,16 +14,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import autoaugment as tv_autoaugment
 from torchvision.transforms import functional as tvf
 
-from dha_train.da.augment import (
-    AUGMENT_OPS,
-    NUM_OPS,
-    OPS,
-    apply_op,
-    apply_pairs,
-    op_parameter,
-    sample_magnitudes,
-    standard_augment,
-)
+from dha_train.da.augment import apply_op, apply_pairs, sample_magnitudes, standard_augment
+from dha_train.da.operations import AUGMENT_OPS, NUM_OPS, OPS, op_parameter
 
 _ENHANCE = {"Color", "Contrast", "Brightness", "Sharpness"}
 

@@ -1,4 +1,4 @@
-"""Sec. 3.1 / App. A.1: the 14 augmentation operations on batched tensors on the device.
+"""Sec. 3.1: the DA policy's ops applied to a batch on the device, one ordered pair per sample.
 
 The ops work on 8-bit images, as PIL does: :func:`apply_pairs` takes a batch ``(B, 3, H, W)``
 as uint8 (as the DataLoader hands it over) or float in ``[0, 1]`` (quantised to 8 bits) and
@@ -10,295 +10,27 @@ min/max or histograms), all run as one gather; posterize and solarize are bit op
 colour and sharpness blend in float on their slice; shears and translations move whole rows
 or columns (one gather along one axis); rotation is one 2-D nearest gather.
 
-Magnitudes are drawn uniformly from ``[0, 10]`` (paper) and mapped to each operation's range
-as torchvision's ``RandAugment`` does (``_augmentation_space`` with 11 bins, read here as a
-continuous line through those bins): rotate 30 deg, shear 0.3, translate 150/331 of the side,
-enhance factors ``1 +- 0.9``, posterize 8 -> 4 bits, solarize threshold 1 -> 0. Signed
-operations flip their sign with probability 1/2. Interpolation is nearest with zero fill,
-RandAugment's defaults; each op truncates its result to 8 bits, as PIL does.
+Magnitudes are drawn uniformly from ``[0, 10]`` (paper) and signed operations flip their
+sign with probability 1/2; the operations and their parameters are the table in
+:mod:`dha_train.da.operations`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "OPS",
-    "NUM_OPS",
-    "AugmentOp",
-    "AUGMENT_OPS",
-    "op_parameter",
-    "op_parameters",
-    "apply_op",
-    "apply_pairs",
-    "sample_magnitudes",
-    "standard_augment",
-    "warp",
-]
-
-MAX_MAGNITUDE = 10.0
-_GRAY = (0.299, 0.587, 0.114)  # PIL's "L" conversion weights
-
-
-def _levels(x: Tensor) -> Tensor:
-    """The 256 input levels as float ``(1, 1, 256)`` on ``x``'s device."""
-    return torch.arange(256, device=x.device, dtype=torch.float32).view(1, 1, 256)
-
-
-# Table ops: (x_group uint8 (n, C, H, W), params (n,)) -> output level per input level,
-# float (n, 1 or C, 256); x_group is only read.
-def _brightness(x: Tensor, p: Tensor) -> Tensor:
-    return _levels(x) * p.view(-1, 1, 1)  # blend with black
-
-
-def _contrast(x: Tensor, p: Tensor) -> Tensor:
-    """Blend with the mean of the gray image: a mean of channel means."""
-    means = x.sum(dim=(2, 3), dtype=torch.float32) / (x.shape[2] * x.shape[3])
-    gray = means @ torch.tensor(_GRAY, device=x.device)
-    return torch.lerp(gray.view(-1, 1, 1), _levels(x), p.view(-1, 1, 1))
-
-
-def _autocontrast(x: Tensor, p: Tensor) -> Tensor:
-    """Stretch each channel's [min, max] onto [0, 255]; a flat channel stays as it is."""
-    lo, hi = (t.float().unsqueeze(-1) for t in (x.amin(dim=(2, 3)), x.amax(dim=(2, 3))))
-    v = _levels(x)
-    return torch.where(hi > lo, (v - lo) * (255.0 / (hi - lo).clamp_(min=1.0)), v)
-
-
-def _equalize(x: Tensor, p: Tensor) -> Tensor:
-    """PIL's ``ImageOps.equalize`` per channel: ``lut[k] = (cum[k - 1] + step // 2) // step``
-    with ``step`` = (pixels - pixels at the largest value present) // 255; identity if 0."""
-    n, c = x.shape[:2]
-    offsets = torch.arange(n * c, device=x.device, dtype=torch.int32).view(n, c, 1) * 256
-    flat = (x.flatten(2).int() + offsets).view(-1)  # one bincount for every plane
-    hist = torch.bincount(flat, minlength=n * c * 256).view(n, c, 256)
-    cum = hist.cumsum(dim=-1)
-    top = hist.gather(-1, cum.argmax(dim=-1, keepdim=True))  # first k where cum is full
-    step = (cum[..., -1:] - top) // 255
-    lut = (cum[..., :-1] + step // 2) // step.clamp(min=1)
-    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut], dim=-1)
-    return torch.where(step > 0, lut.float(), _levels(x))
-
-
-# Pixel ops work in place on a uint8 slice: (x_group, params) -> None.
-def _posterize(x: Tensor, p: Tensor) -> None:
-    """Keep the top ``p`` bits: one AND with a per-sample mask."""
-    mask = (256.0 - torch.pow(2.0, 8.0 - p)).to(torch.uint8)
-    x.bitwise_and_(mask.view(-1, 1, 1, 1))
-
-
-def _solarize(x: Tensor, p: Tensor) -> None:
-    """Invert levels >= ``255 p``: 255 - v is v XOR 255."""
-    threshold = torch.ceil(p * 255.0).to(torch.uint8).view(-1, 1, 1, 1)
-    x.bitwise_xor_(x.ge(threshold).view(torch.uint8).neg_())  # 0 or 255
-
-
-def _blend_(x: Tensor, degenerate: Tensor, factor: Tensor) -> None:
-    """PIL ``Image.blend(degenerate, x, factor)`` in place on float levels, one factor each."""
-    x.lerp_(degenerate, (1.0 - factor).view(-1, 1, 1, 1)).clamp_(0.0, 255.0)
-
-
-def _in_float(blend_: Callable[[Tensor, Tensor], None]) -> Callable[[Tensor, Tensor], None]:
-    """A pixel op from one that changes float levels in place: a few samples at a time (they
-    stay in cache), truncated back to 8 bits as PIL does."""
-
-    def run(x: Tensor, p: Tensor, chunk: int = 1 << 18) -> None:
-        step = max(1, chunk // x[0].numel())
-        for i in range(0, x.shape[0], step):
-            f = x[i : i + step].float()
-            blend_(f, p[i : i + step])
-            x[i : i + step].copy_(f)
-
-    return run
-
-
-def _color(f: Tensor, p: Tensor) -> None:
-    r, g, b = f.unbind(dim=1)
-    _blend_(f, (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1), p)
-
-
-def _sharpness(f: Tensor, p: Tensor) -> None:
-    """PIL's SMOOTH kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 inside, border pixels unchanged:
-    the 3x3 box sum plus 4 times the centre, over 13."""
-    rows = f[..., :-2] + f[..., 1:-1] + f[..., 2:]  # sums of 3 along W (sliced adds are
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]  # faster than a conv)
-    inner = f[..., 1:-1, 1:-1]
-    _blend_(inner, box.add_(inner, alpha=4.0).div_(13.0), p)
-
-
-def _rotation(p: Tensor, h: int, w: int) -> Tensor:
-    """Inverse matrices of counter-clockwise rotations by ``p`` degrees about the centre."""
-    r = torch.deg2rad(p)
-    cos, sin = torch.cos(r), torch.sin(r)
-    cx, cy = w * 0.5, h * 0.5
-    row0 = torch.stack([cos, -sin, cx - cos * cx + sin * cy], dim=-1)
-    row1 = torch.stack([sin, cos, cy - sin * cx - cos * cy], dim=-1)
-    return torch.stack([row0, row1], dim=-2)
-
-
-def _border(x: Tensor, shift: Tensor, size: int) -> tuple[int, Tensor]:
-    """Zero border wide enough for every shift (a shift of ``size`` or more leaves zeros
-    only) and the shifts clamped to it."""
-    k = min(size, int(shift.abs().max()))
-    return k, shift.clamp(-k, k).add_(k).long()
-
-
-def _shift_rows_(x: Tensor, shift: Tensor) -> None:
-    """In place: ``out[v, u] = x[v, u + shift[v]]``, zero outside (``shift`` (n, H), or
-    (n, 1) for every row alike)."""
-    n, c, h, w = x.shape
-    k, start = _border(x, shift, w)
-    index = (torch.arange(w, device=x.device) + start.unsqueeze(-1)).unsqueeze(1)
-    torch.gather(F.pad(x, (k, k)), 3, index.expand(n, c, h, w), out=x)
-
-
-def _shift_columns_(x: Tensor, shift: Tensor) -> None:
-    """In place: ``out[v, u] = x[v + shift[u], u]``, zero outside (``shift`` (n, W)): a row
-    of the image padded by k zero rows, read at ``u + (shift[u] + k) w``, for every v."""
-    n, c, h, w = x.shape
-    k, start = _border(x, shift, h)
-    padded = F.pad(x, (0, 0, k, k))
-    rows = padded.as_strided((n, c, h, (2 * k + 1) * w), (*padded.stride()[:2], w, 1))
-    index = torch.arange(w, device=x.device) + start * w
-    torch.gather(rows, 3, index.view(n, 1, 1, w).expand(n, c, h, w), out=x)
-
-
-def _rotate(x: Tensor, p: Tensor) -> None:
-    """Counter-clockwise by ``p`` degrees about the image centre (PIL ``rotate``)."""
-    x.copy_(warp(x, _rotation(p, x.shape[2], x.shape[3])))
-
-
-# Shears and translations move whole rows or columns by whole pixels: PIL's nearest source
-# of output pixel (u, v) is floor(u + .5 + p (v + .5)) for ShearX, u - p for TranslateX.
-def _sheared(p: Tensor, size: int) -> Tensor:  # floor(.5 + p (i + .5)) for i < size
-    return torch.floor(0.5 + p.view(-1, 1) * (torch.arange(size, device=p.device) + 0.5))
-
-
-def _shear_x(x: Tensor, p: Tensor) -> None:
-    _shift_rows_(x, _sheared(p, x.shape[2]))
-
-
-def _shear_y(x: Tensor, p: Tensor) -> None:
-    _shift_columns_(x, _sheared(p, x.shape[3]))
-
-
-def _translate_x(x: Tensor, p: Tensor) -> None:
-    _shift_rows_(x, -p.view(-1, 1))
-
-
-def _translate_y(x: Tensor, p: Tensor) -> None:
-    _shift_columns_(x, -p.view(-1, 1).expand(-1, x.shape[3]))
-
-
-def _matrix(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tensor) -> Tensor:
-    return torch.stack([torch.stack([a, b, c], -1), torch.stack([d, e, f], -1)], -2)
-
-
-@dataclass(frozen=True)
-class AugmentOp:
-    """One operation: its range at magnitude 10, whether it is signed, and how it runs:
-    ``table`` maps ``(x_group, params)`` to lookup tables ``(n, 1 or C, 256)`` of float levels,
-    ``pixel`` changes the uint8 ``x_group`` in place; Identity has neither. Geometric ops take
-    output pixel centres at ``i + 0.5``, PIL's convention."""
-
-    name: str
-    max_value: float
-    signed: bool
-    table: Callable[[Tensor, Tensor], Tensor] | None = None
-    pixel: Callable[[Tensor, Tensor], None] | None = None
-
-
-# Paper order (App. A.1); the index of an op in this tuple is its id in tau.
-AUGMENT_OPS: dict[str, AugmentOp] = {
-    op.name: op
-    for op in (
-        AugmentOp("AutoContrast", 0.0, False, table=_autocontrast),
-        AugmentOp("Equalize", 0.0, False, table=_equalize),
-        AugmentOp("Rotate", 30.0, True, pixel=_rotate),
-        AugmentOp("Posterize", 4.0, False, pixel=_posterize),  # bits = 8 - round(0.4 m)
-        AugmentOp("Solarize", 1.0, False, pixel=_solarize),  # threshold = 1 - m / 10
-        AugmentOp("Color", 0.9, True, pixel=_in_float(_color)),
-        AugmentOp("Contrast", 0.9, True, table=_contrast),
-        AugmentOp("Brightness", 0.9, True, table=_brightness),
-        AugmentOp("Sharpness", 0.9, True, pixel=_in_float(_sharpness)),
-        AugmentOp("ShearX", 0.3, True, pixel=_shear_x),
-        AugmentOp("ShearY", 0.3, True, pixel=_shear_y),
-        AugmentOp("TranslateX", 150.0 / 331.0, True, pixel=_translate_x),
-        AugmentOp("TranslateY", 150.0 / 331.0, True, pixel=_translate_y),
-        AugmentOp("Identity", 0.0, False),
-    )
-}
-OPS: tuple[str, ...] = tuple(AUGMENT_OPS)
-NUM_OPS = len(OPS)
-_ENHANCE = {"Color", "Contrast", "Brightness", "Sharpness"}
-
-
-# The parameter of each op as data: v = magnitude / 10 * max_value (times the sign where
-# signed), times the image side for translations (whole pixels), then base + slope * v.
-_PARAMETER_MAP = {  # name: (base, slope, "round" / "trunc" / None)
-    "Posterize": (8.0, -1.0, "round"),  # bits kept
-    "Solarize": (1.0, -1.0, None),  # threshold in [0, 1]
-    **{name: (1.0, 1.0, None) for name in _ENHANCE},  # blend factor
-    "TranslateX": (0.0, 1.0, "trunc"),  # RandAugment's int(magnitude)
-    "TranslateY": (0.0, 1.0, "trunc"),
-}
-
-
-def _columns(name: str, op: AugmentOp) -> list[float]:
-    base, slope, q = _PARAMETER_MAP.get(name, (0.0, 1.0, None))
-    return [op.max_value / MAX_MAGNITUDE, op.signed, base, slope, q == "round", q == "trunc"]
-
-
-_COLUMNS = torch.tensor([_columns(name, op) for name, op in AUGMENT_OPS.items()])
-_SIDE = {"TranslateX": -1, "TranslateY": -2}  # the side a translation is a fraction of
-
-
-def op_parameters(
-    op_ids: Tensor, magnitudes: Tensor, signs: Tensor, size: tuple[int, int]
-) -> Tensor:
-    """Map magnitudes in ``[0, 10]`` to each sample's op parameter (torchvision's convention):
-    enhance ops the blend factor ``1 + v``; translations whole pixels; posterize the number of
-    bits kept; solarize the threshold in ``[0, 1]``. One call for a whole stage."""
-    scale, signed, base, slope, rounds, truncs = _COLUMNS.to(magnitudes.device)[op_ids].unbind(1)
-    v = magnitudes * scale * torch.where(signed > 0, signs, torch.ones_like(signs))
-    for name, dim in _SIDE.items():
-        v = torch.where(op_ids == OPS.index(name), v * size[dim], v)
-    v = torch.where(rounds > 0, torch.round(v), torch.where(truncs > 0, torch.trunc(v), v))
-    return base + slope * v
-
-
-def op_parameter(name: str, magnitude: Tensor, sign: Tensor, size: tuple[int, int]) -> Tensor:
-    """:func:`op_parameters` for samples that all have op ``name``."""
-    ids = torch.full(magnitude.shape, OPS.index(name), device=magnitude.device)
-    return op_parameters(ids, magnitude, sign, size)
-
-
-def _source_index(inverse: Tensor, size: int, xs: Tensor, ys: Tensor) -> Tensor:
-    """Nearest source index + 1 along one axis, ``(n, H, W)``, clamped onto the zero border:
-    PIL's ``floor`` of the source coordinate of each output pixel centre."""
-    a, b, c = inverse.unbind(-1)
-    u = a.view(-1, 1, 1) * xs + (b.view(-1, 1) * ys + c.view(-1, 1)).unsqueeze(-1)
-    return u.floor_().clamp_(-1.0, float(size)).add_(1.0)
-
-
-def warp(x: Tensor, inverse: Tensor) -> Tensor:
-    """Apply per-sample inverse pixel matrices ``(B, 2, 3)``: nearest, zero fill, any dtype.
-
-    One gather from the image padded by a zero border, with one index per output pixel.
-    """
-    b, c, h, w = x.shape
-    m = inverse.to(device=x.device, dtype=torch.float32)
-    xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
-    index = _source_index(m[:, 1], h, xs, ys).mul_(w + 2).add_(_source_index(m[:, 0], w, xs, ys))
-    index = index.long().view(b, 1, h * w).expand(b, c, h * w)
-    padded = F.pad(x, (1, 1, 1, 1)).view(b, c, -1)
-    return torch.gather(padded, 2, index).view(b, c, h, w)
+from dha_train.da.operations import (
+    AUGMENT_OPS,
+    MAX_MAGNITUDE,
+    NUM_OPS,
+    OPS,
+    affine_matrix,
+    op_parameters,
+    warp,
+)
+
+__all__ = ["apply_op", "apply_pairs", "sample_magnitudes", "standard_augment"]
 
 
 def _lookup_(x: Tensor, levels: Tensor, chunk: int = 1 << 19) -> None:
@@ -401,7 +133,7 @@ def standard_augment(
         mirror = torch.randint(0, 2, (b,), generator=generator, device=dev).float() * -2.0 + 1.0
     zero = torch.zeros(b, device=dev)
     # u = mirror * (x - w/2) + w/2 - dx ; v = y - dy
-    mats = _matrix(
+    mats = affine_matrix(
         mirror,
         zero,
         (1.0 - mirror) * w * 0.5 - shift[:, 0],

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dha_train.da.augment import NUM_OPS, OPS
+from dha_train.da.operations import NUM_OPS, OPS
 
 __all__ = ["AugmentPolicy", "policy_stats"]
 
