@@ -39,6 +39,7 @@ from dha_train.engine.checkpoint import (
 from dha_train.engine.distributed import all_reduce_, broadcast_object, sync_buffers_
 from dha_train.engine.epoch_report import NOT_METRICS, epoch_line, jsonable
 from dha_train.engine.evaluation import evaluate
+from dha_train.engine.freezing import freeze_at_epoch_end
 from dha_train.engine.phase import PhaseRun, build_phase
 from dha_train.engine.sampling import EpochBatches
 from dha_train.engine.seeding import derive_seed, seed_everything
@@ -319,33 +320,12 @@ class _Run:
         self.save()
 
     def freeze_units(self, record: dict[str, Any], epochs: int) -> None:
-        """Freeze the units that settled (the window rule only once validation top-1 is clearly
-        above chance) and, at the deadline ``freeze_by``, the rest; each freeze is recorded
-        with its step, epoch, validation top-1 and reason."""
-        search = self.run.search if self.run is not None else None
-        assert search is not None
-        chance = 100.0 / self.data.num_classes
-        gate = chance + self.cfg.freeze_margin * (100.0 - chance)
-        events: list[dict[str, Any]] = []
-
-        def note(units: list[int], reason: str) -> None:
-            if not units:
-                return
-            events.append(
-                {"units": units, "reason": reason, "step": self.global_step,
-                 "epoch": record["epoch"], "val_top1": record["val_top1"]}
-            )  # fmt: skip
-            log.info(
-                "froze units %s (%s) at step %d, epoch %d, validation top-1 %.1f%% (gate "
-                "%.1f%%): %d/%d frozen",
-                units, reason, self.global_step, record["epoch"], record["val_top1"], gate,
-                search.num_frozen, len(search.frozen),
-            )  # fmt: skip
-
-        note(search.end_epoch(allow_freeze=record["val_top1"] >= gate), self.cfg.freeze_rule)
-        if self.epoch + 1 >= math.ceil(self.cfg.freeze_by * epochs):
-            note(search.freeze_all(), "deadline")
-        record["freeze_events"] = events
+        """The freezing gate (:mod:`dha_train.engine.freezing`); events go in the record."""
+        assert self.run is not None and self.run.search is not None
+        record["freeze_events"] = freeze_at_epoch_end(
+            self.run.search, self.cfg, record, epoch=self.epoch, epochs=epochs,
+            step=self.global_step, num_classes=self.data.num_classes,
+        )  # fmt: skip
 
     def finish_phase(self) -> None:
         assert self.run is not None
