@@ -38,6 +38,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "register": ("register", "register exported models with version tags and aliases"),
     "compare": ("compare", "runs side by side and an accuracy-vs-latency plot"),
     "predict": ("predict", "top-5 classes of images with a registered model"),
+    "benchmark": (
+        "benchmark",
+        "every format of a model on this machine: test accuracy, latency at batch 1 and N, size",
+    ),
 }
 
 

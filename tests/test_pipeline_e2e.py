@@ -159,6 +159,24 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
         probs = [float(pair.split()[1]) for pair in ranked.split(", ")]
         assert path.endswith(".png") and len(probs) == 5 and probs == sorted(probs, reverse=True)
 
+    # dha benchmark: the ONNX row through ONNX Runtime gives the registered version's own
+    # test top-1; TensorRT, skipped at export, is a row with the reason
+    bench = dha(
+        "benchmark", "--model", f"models:/{name}@latest", "--batch", "4", "--seconds", "0.1",
+        env_uri=mlflow_store, cwd=tmp_path,
+    )  # fmt: skip
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    rows = {
+        cells[0]: cells
+        for line in bench.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| format")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert set(rows) == {"pytorch", "onnx", "tensorrt"}, bench.stdout
+    assert rows["onnx"][-1] == "ok" and float(rows["onnx"][5]) > 0 and float(rows["onnx"][2]) > 0
+    assert float(rows["onnx"][3]) == pytest.approx(float(tags["test_top1"]), abs=0.01)
+    assert rows["tensorrt"][-1].startswith("not exported: ")
+
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
