@@ -1,12 +1,18 @@
-"""The deployment formats and what each needs (light: no torch, MLflow or TensorRT import).
+"""The deployment formats as a table (light: no torch, MLflow or TensorRT import).
 
-The CLI's ``--formats`` and ``--precision`` choices and the registry's format check read
-this table.
+One entry per format: its serving runtime, what it needs, its precisions and its builder
+(``module:function``, imported when the format is exported; see
+:mod:`export.format_builders`). The export step loops over the entries asked for; the CLI's
+``--formats`` and ``--precision`` choices and the registry's format check read the table.
+Adding a format is one entry and one builder.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["FORMATS", "FormatSpec", "PRECISIONS"]
 
@@ -19,13 +25,30 @@ class FormatSpec:
     runtime: str  # what serves it
     needs: str  # what must be present to build and run it
     precisions: tuple[str, ...]  # the precisions it can be built in
+    builder: str  # "module:function": ExportInputs -> Exported (or FormatUnavailable)
+
+    def load_builder(self) -> Callable[[Any], Any]:
+        module, _, attr = self.builder.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
 FORMATS: dict[str, FormatSpec] = {
     f.name: f
     for f in [
-        FormatSpec("onnx", "onnxruntime", "onnxruntime (CPU or CUDA provider)", ("fp32",)),
-        FormatSpec("tensorrt", "tensorrt", "TensorRT 10/11 and a CUDA GPU", ("fp32", "fp16")),
+        FormatSpec(
+            "onnx",
+            "onnxruntime",
+            "onnxruntime (CPU or CUDA provider)",
+            ("fp32",),
+            "export.format_builders:export_onnx_format",
+        ),
+        FormatSpec(
+            "tensorrt",
+            "tensorrt",
+            "TensorRT 10/11 and a CUDA GPU",
+            ("fp32", "fp16"),
+            "export.format_builders:export_tensorrt",
+        ),
     ]
 }
 # every precision some format can be built in (a format ignores the others)

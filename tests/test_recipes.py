@@ -1,18 +1,28 @@
-"""DESIGN.md's recipes for a dataset and a mode, followed once: one registry entry each, and
-the CLI, the defaults and the trainer take it up (the space recipe: test_toy_space.py)."""
+"""DESIGN.md's recipes for a dataset, a mode and a format, followed once: one registry entry
+each, and the CLI, the defaults, the trainer and the export step take it up (the space
+recipe: test_toy_space.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from dha_train.data import load_dataset
 from dha_train.datasets import DATASETS, DatasetDefaults, DatasetEntry, defaults_help
 from dha_train.engine.trainer import train
 from dha_train.modes import MODES, Phase
+from dha_train.spaces import baseline_architecture, build_network
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
+from export.flavors import log_onnx_model
+from export.format_builders import Exported, ExportInputs
+from export.formats import FORMATS, FormatSpec
+from export.runtime_report import measure_runtime, onnx_predictor
+from pipeline.artifacts import ChildRecord, log_derived
+from pipeline.cli import main
+from pipeline.outputs import read_output_json
 from pipeline.params import PARAMS
 from pipeline.steps.search_train import resolve
 from tests.test_trainer import RecordingSink
@@ -47,3 +57,47 @@ def test_a_registered_mode_is_offered_and_trained(
     result = train(cfg, data, workdir=tmp_path, sink=sink)
     assert len(result.history) == 1 and result.tau_probs is not None
     assert "tau_heatmap.png" in sink.figures
+
+
+def build_onnx_copy(inputs: ExportInputs) -> Exported:
+    """A toy format for the recipe: the ONNX file again, under its own name, through ORT."""
+    uri = log_onnx_model(
+        inputs.onnx_path, name="onnx_copy", class_names=inputs.class_names,
+        resolution=inputs.data.resolution, providers=["CPUExecutionProvider"],
+    ).model_uri  # fmt: skip
+    predict, threads = onnx_predictor(inputs.onnx_path, ["CPUExecutionProvider"])
+    report = measure_runtime(
+        predict, fmt="onnx_copy", backend="onnxruntime", device="cpu",
+        providers=["CPUExecutionProvider"], threads=threads, val=inputs.data.val,
+        test=inputs.data.test, resolution=inputs.data.resolution, max_seconds=0.1,
+    )  # fmt: skip
+    return Exported(uri, report)
+
+
+def test_a_registered_format_is_exported_measured_and_listed(
+    mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = FormatSpec(
+        "onnx_copy", "onnxruntime", "onnxruntime", ("fp32",), f"{__name__}:build_onnx_copy"
+    )
+    monkeypatch.setitem(FORMATS, "onnx_copy", spec)
+    arch = baseline_architecture(SpaceConfig("mobilenet", 10, 8, width_mult=0.25))
+    data = load_dataset("digits", None, 8, 0)
+    record = ChildRecord(
+        dataset="digits", data_dir="", seed=0, mode="baseline", space="mobilenet", resolution=8,
+        num_classes=10, class_names=tuple(data.class_names), mean=tuple(data.mean),
+        std=tuple(data.std), search_run_id="none",
+    )  # fmt: skip
+    with mlflow.start_run() as run:
+        log_derived(arch, build_network(arch).eval(), record, step="derive")
+    assert main(["export", "--derive-run-id", run.info.run_id, "--formats", "onnx,onnx_copy"]) == 0
+    export_run = mlflow.search_runs(
+        filter_string="tags.`dha.step` = 'export'",
+        search_all_experiments=True,
+        output_format="list",
+    )[0]
+    exported = read_output_json("export", export_run.info.run_id)
+    assert set(exported["models"]) == {"onnx", "onnx_copy"}
+    assert export_run.data.metrics["onnx_copy.test_top1"] == pytest.approx(
+        export_run.data.metrics["onnx.test_top1"]
+    )  # the same file through the same runtime
