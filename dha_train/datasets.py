@@ -7,12 +7,12 @@ loaders live in :mod:`dha_train.data` and are imported when a dataset is loaded.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from dha_train.errors import check_choice
+from dha_train.lazy import resolve
 
 __all__ = ["DATASETS", "DatasetDefaults", "DatasetEntry", "dataset_entry", "defaults_help"]
 
@@ -35,11 +35,9 @@ class DatasetEntry:
     name: str
     loader: str  # "module:function", called as function(name, data_dir, resolution, seed)
     defaults: DatasetDefaults
-    needs_dir: bool = True
 
     def load_function(self) -> Callable[..., Any]:
-        module, _, attr = self.loader.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve(self.loader)
 
 
 _SMALL = DatasetDefaults(resolution=32, epochs=50, width_mult=1.0, init_channels=16, layers=8)
@@ -53,7 +51,6 @@ DATASETS: dict[str, DatasetEntry] = {
             "digits",
             "dha_train.data:digits_bundle",
             DatasetDefaults(resolution=16, epochs=15, width_mult=0.35, init_channels=16, layers=5),
-            needs_dir=False,
         ),
         DatasetEntry("cifar10", "dha_train.data:cifar_bundle", _SMALL),
         DatasetEntry("cifar100", "dha_train.data:cifar_bundle", _SMALL),

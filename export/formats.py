@@ -9,10 +9,11 @@ Adding a format is one entry and one builder.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from dha_train.lazy import resolve
 
 __all__ = ["FORMATS", "FormatSpec", "PRECISIONS"]
 
@@ -28,8 +29,7 @@ class FormatSpec:
     builder: str  # "module:function": ExportInputs -> Exported (or FormatUnavailable)
 
     def load_builder(self) -> Callable[[Any], Any]:
-        module, _, attr = self.builder.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve(self.builder)
 
 
 FORMATS: dict[str, FormatSpec] = {

@@ -33,7 +33,7 @@ def test_a_registered_dataset_gets_choices_defaults_and_loads(
 ) -> None:
     small = DatasetDefaults(resolution=8, epochs=3, width_mult=0.25, init_channels=4, layers=3)
     monkeypatch.setitem(
-        DATASETS, "digits8", DatasetEntry("digits8", "dha_train.data:digits_bundle", small, False)
+        DATASETS, "digits8", DatasetEntry("digits8", "dha_train.data:digits_bundle", small)
     )
     assert PARAMS["dataset"].parse("digits8") == "digits8"
     assert "digits8 8" in defaults_help("resolution")

@@ -9,12 +9,12 @@ a space is one :func:`register_space` call (see docs/DESIGN.md, "How to add a sp
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dha_train.errors import ConfigError, check_choice
+from dha_train.lazy import resolve
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,7 +62,7 @@ def register_space(entry: SpaceEntry) -> SpaceEntry:
 def space_impl(name: str) -> SpaceImpl:
     """The implementation of space ``name`` (imports its module on first use)."""
     check_choice(name, list(SPACES), "search space")
-    impl = getattr(importlib.import_module(SPACES[name].module), "SPACE", None)
+    impl = resolve(f"{SPACES[name].module}:SPACE")
     if not isinstance(impl, SpaceImpl):
         raise ConfigError(f"module {SPACES[name].module} defines no SpaceImpl named SPACE")
     return impl
