@@ -33,6 +33,9 @@ class TimingStats:
     # of the samples, max / min - 1, in percent (0 with fewer than 50 samples). A shared
     # host's slow spells show here, whatever the median does.
     drift_pct: float = 0.0
+    # The 10th percentile: what the call costs when the machine lets it run, far steadier
+    # than the median on a shared host (the budgets' latency table uses it).
+    p10_ms: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -96,6 +99,7 @@ def time_callable(
         std_ms=statistics.pstdev(ordered),
         iterations=len(ordered),
         drift_pct=_drift_pct(samples),
+        p10_ms=_percentile(ordered, 0.10),
     )
 
 

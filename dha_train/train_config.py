@@ -15,6 +15,7 @@ from dha_train.errors import ConfigError, check_choice
 from dha_train.hpo import HyperBounds
 from dha_train.modes import MODES
 from dha_train.nas.budgets import Budget
+from dha_train.nas.latency_runtimes import LATENCY_RUNTIMES
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 from dha_train.spaces.base import SpaceConfig
 
@@ -72,6 +73,9 @@ class TrainConfig:
     # the network of phases that do not search and follow no search (None = the baseline)
     architecture: Architecture | None = None
     latency_device: str | None = None  # where a latency budget is measured (None = device)
+    # what times the latency table: a name in nas.latency_runtimes.LATENCY_RUNTIMES ("torch",
+    # "onnxruntime", "tensorrt"); None = the deployment runtime of the latency device
+    latency_runtime: str | None = None
     sequential_search_fraction: float = 0.5
     # Units still moving after this fraction of a search phase's epochs freeze at their current
     # support, so the last epochs train the fixed child (what one-stage ISTA-NAS does once all
@@ -116,6 +120,8 @@ class TrainConfig:
                 f"{self.freeze_by}: the search would have no steps; lower the warm-up"
             )
         check_choice(self.freeze_rule, FREEZE_RULES, "freeze_rule")
+        if self.latency_runtime is not None:
+            check_choice(self.latency_runtime, list(LATENCY_RUNTIMES), "latency runtime")
         check_choice(self.arch_weighting, WEIGHTINGS, "arch_weighting")
         if self.freeze_window < 1 or self.freeze_rel_tol <= 0:
             raise ConfigError(

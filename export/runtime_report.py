@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dha_train.data import to_unit_float
+from dha_train.nas.latency_runtimes import ort_session
 from dha_train.timing import time_callable
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME
 
@@ -88,16 +89,11 @@ class RuntimeReport:
 def onnx_predictor(
     onnx_path: Path, providers: Sequence[str], threads: int | None = None
 ) -> tuple[Predictor, int | None]:
-    """An ONNX Runtime session on ``providers``; returns (predict, CPU threads used)."""
-    import onnxruntime as ort
+    """An ONNX Runtime session on ``providers``; returns (predict, CPU threads used).
 
-    options = ort.SessionOptions()
-    used = None
-    if providers[0] == "CPUExecutionProvider":
-        used = threads or torch.get_num_threads()
-        options.intra_op_num_threads = used
-        options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+    The session is :func:`dha_train.nas.latency_runtimes.ort_session`, the one the latency
+    budget's table is timed with, so the deployed model's latency and the budget agree."""
+    session, used = ort_session(onnx_path, list(providers), threads)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]

@@ -12,6 +12,8 @@ from dha_train.errors import BudgetError, ConfigError
 from dha_train.nas.budgets import Budget
 from dha_train.nas.cost_model import CostModel
 from dha_train.nas.counting import count_flops, count_params
+from dha_train.nas.latency_runtimes import LATENCY_RUNTIMES, RuntimeUnavailable
+from dha_train.nas.latency_table import table_file_name
 from dha_train.spaces import build_network, build_supernet
 from dha_train.spaces.base import SpaceConfig
 from tests.conftest import SPACE_CONFIGS as CONFIGS
@@ -51,15 +53,28 @@ def test_budget_below_cheapest_is_a_clear_error() -> None:
         model.check_budget(Budget(max_latency_ms=5.0))
 
 
-def test_latency_table_is_cached_and_checked_against_a_measurement(tmp_path) -> None:
-    torch.set_num_threads(1)
-    cfg = SpaceConfig("mobilenet", 10, 32, width_mult=0.35)
-    model = CostModel(build_supernet(cfg), latency_device="cpu", cache_dir=tmp_path)
+@pytest.mark.parametrize("runtime", sorted(LATENCY_RUNTIMES))
+def test_latency_table_is_cached_and_checked_against_a_measurement(tmp_path, runtime) -> None:
+    try:
+        LATENCY_RUNTIMES[runtime].check(torch.device("cpu"))
+    except RuntimeUnavailable as exc:
+        pytest.skip(f"latency runtime {runtime} unavailable here: {exc}")
+    cfg = SpaceConfig("mobilenet", 10, 16, width_mult=0.35)
+    kwargs = {"latency_device": "cpu", "latency_runtime": runtime, "cache_dir": tmp_path}
+    kwargs["timing_seconds"] = 0.02
+    model = CostModel(build_supernet(cfg), **kwargs)
     files = list(tmp_path.glob("*.json"))
-    assert len(files) == 1 and "cpu" in files[0].name
-    again = CostModel(build_supernet(cfg), latency_device="cpu", cache_dir=tmp_path)
+    assert [f.name for f in files] == [table_file_name(torch.device("cpu"), model.table.runtime)]
+    assert runtime in files[0].name and model.runtime_name == runtime
+    again = CostModel(build_supernet(cfg), **kwargs)
     for new, old in zip(again.unit_costs, model.unit_costs, strict=True):  # from the cache
         assert np.array_equal(new, old)
+    assert np.array_equal(again.fixed, model.fixed)  # the calibration is cached too
     check = model.latency_check(model.cheapest_architecture())
-    assert check.measured_ms > 0 and check.predicted_ms > 0
+    assert check.runtime == runtime and check.measured_ms > 0 and check.predicted_ms > 0
     assert np.isfinite(check.relative_error)
+    assert set(check.metrics()) == {
+        "latency.predicted_ms",
+        "latency.measured_ms",
+        "latency.relative_error",
+    }

@@ -36,7 +36,9 @@ def make_search(supernet: Supernet, cfg: TrainConfig, *, phase_steps: int) -> Ar
     latency_device = None
     if budget.max_latency_ms is not None:
         latency_device = cfg.latency_device or cfg.device
-    cost_model = CostModel(supernet, latency_device=latency_device)
+    cost_model = CostModel(
+        supernet, latency_device=latency_device, latency_runtime=cfg.latency_runtime
+    )
     if cfg.world_size > 1 and latency_device is not None:  # measured latencies differ per rank
         cost_model.unit_costs, cost_model.fixed = broadcast_object(
             (cost_model.unit_costs, cost_model.fixed)

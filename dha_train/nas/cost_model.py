@@ -1,23 +1,22 @@
 """The additive cost model behind the budgets: params, FLOPs and a latency lookup table.
 
 Costs are params (millions), FLOPs (millions of multiply-adds, fvcore, BN excluded, each
-candidate traced at its real input shape) and latency (ms, a lookup table timed per
-candidate on the target device with :func:`dha_train.timing.time_callable`, cached on disk
-per device and shape). A network's cost is the fixed part (stems, head, preprocessing) plus
-the chosen candidates' costs; the fixed part is the whole-network count of a reference
-child minus its candidates. :meth:`CostModel.latency_check` compares the additive latency
-prediction with a real measurement of the whole network.
+candidate traced at its real input shape) and latency (ms at the batch size, default 1:
+:class:`dha_train.nas.latency_table.LatencyTable`, each candidate timed on the target
+device through a latency runtime, by default the device's deployment runtime, ONNX Runtime
+on the CPU, and cached on disk per device, runtime, version, threads and shape). A network's
+cost is the fixed part (stems, head, preprocessing) plus the chosen candidates' costs. For
+params and FLOPs the fixed part is the whole-network count of a reference child minus its
+candidates; for latency it is fitted with the per-call cost of the runtime to a few whole
+networks timed through that runtime (:func:`latency_table.fit_calibration`).
+:meth:`CostModel.latency_check` compares the additive prediction with a measurement of the
+whole network through the same runtime.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import logging
-import os
-import platform
-import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ from torch import nn
 from dha_train.errors import BudgetError, ConfigError
 from dha_train.nas.budgets import Budget
 from dha_train.nas.counting import count_flops, count_params
+from dha_train.nas.latency_table import LatencyTable, fit_calibration
 from dha_train.spaces import baseline_architecture, build_network, build_supernet
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import Candidate, SpaceConfig, Supernet, Support
-from dha_train.timing import time_callable
 
 __all__ = ["Costs", "LatencyCheck", "CostModel"]
 
@@ -58,29 +57,27 @@ class Costs:
 
 @dataclass(frozen=True)
 class LatencyCheck:
-    """Additive latency prediction of a whole network against its measurement."""
+    """Additive latency prediction of a whole network against its measurement through the
+    same runtime."""
 
     predicted_ms: float
     measured_ms: float
+    runtime: str = "torch"
 
     @property
     def relative_error(self) -> float:
         return abs(self.predicted_ms - self.measured_ms) / self.measured_ms
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return {**vars(self), "relative_error": self.relative_error}
 
-
-def _device_key(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("DHA_CACHE_DIR", Path.home() / ".cache" / "dha")) / "latency"
+    def metrics(self) -> dict[str, float]:
+        """``latency.predicted_ms``, ``latency.measured_ms`` and ``latency.relative_error``."""
+        return {
+            "latency.predicted_ms": self.predicted_ms,
+            "latency.measured_ms": self.measured_ms,
+            "latency.relative_error": self.relative_error,
+        }
 
 
 class CostModel:
@@ -91,28 +88,30 @@ class CostModel:
         supernet: Supernet,
         *,
         latency_device: str | torch.device | None = None,
+        latency_runtime: str | None = None,
         cache_dir: str | Path | None = None,
         batch_size: int = 1,
-        timing_seconds: float = 0.05,
+        timing_seconds: float = 0.1,
     ) -> None:
+        """Without ``latency_device`` there is no latency; ``latency_runtime`` is a name in
+        ``latency_runtimes.LATENCY_RUNTIMES`` (None = the device's deployment runtime)."""
         self.supernet = supernet
         self.config: SpaceConfig = supernet.config
-        self.device = None if latency_device is None else torch.device(latency_device)
-        self.batch_size = batch_size
-        self.timing_seconds = timing_seconds
-        self._cache_file = None
-        self._cache: dict[str, float] = {}
-        if self.device is not None:
-            directory = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-            directory.mkdir(parents=True, exist_ok=True)
-            self._cache_file = directory / f"{_device_key(self.device)}.json"
-            if self._cache_file.exists():
-                self._cache = json.loads(self._cache_file.read_text())
+        self.table: LatencyTable | None = None
+        self.call_overhead_ms = 0.0  # per instance, fitted with the table
+        if latency_device is not None:
+            self.table = LatencyTable(
+                latency_device, latency_runtime, cache_dir=cache_dir, batch_size=batch_size,
+                timing_seconds=timing_seconds,
+            )  # fmt: skip
         memo: dict[Hashable, np.ndarray] = {}
         self.unit_costs: list[np.ndarray] = []
         for unit, n in enumerate(supernet.unit_sizes):
             rows = [self._candidate_cost(unit, c, memo) for c in range(n)]
             self.unit_costs.append(np.stack(rows))
+        self._instances: list[np.ndarray] = []  # modules per candidate (0 for a zero branch)
+        if self.table is not None:
+            self._time_candidates()
         self._options = [
             list(itertools.combinations(range(n), k))
             for n, k in zip(supernet.unit_sizes, supernet.unit_topk, strict=True)
@@ -122,7 +121,9 @@ class CostModel:
         reference = supernet.support_of(baseline_architecture(self.config))
         whole = self._network_cost(build_network(supernet.architecture(reference)))
         self.fixed = whole - self._units_cost(reference)
-        self._save_cache()
+        if self.table is not None:
+            self._calibrate_latency(reference)
+            self.table.save()
 
     @classmethod
     def from_config(cls, cfg: SpaceConfig, **kwargs: Any) -> CostModel:
@@ -131,26 +132,78 @@ class CostModel:
 
     @property
     def has_latency(self) -> bool:
-        return self.device is not None
+        return self.table is not None
+
+    @property
+    def device(self) -> torch.device | None:
+        return None if self.table is None else self.table.device
+
+    @property
+    def runtime_name(self) -> str | None:
+        """The latency runtime's name (None without a latency device)."""
+        return None if self.table is None else self.table.runtime.name
 
     # -- measurement -------------------------------------------------------------------
-    def _latency(self, key: str, module: nn.Module, shape: tuple[int, ...]) -> float:
-        full = f"{key}|batch={self.batch_size}"
-        if full not in self._cache:
-            assert self.device is not None
-            mod = copy.deepcopy(module).to(self.device).eval()
-            x = torch.zeros((self.batch_size, *shape[1:]), device=self.device)
-            with torch.no_grad():
-                stats = time_callable(
-                    lambda: mod(x), device=self.device, warmup=3, min_iters=5,
-                    max_seconds=self.timing_seconds,
-                )  # fmt: skip
-            self._cache[full] = stats.median_ms
-        return self._cache[full]
+    def _input_shape(self) -> tuple[int, int, int, int]:
+        r = self.config.resolution
+        return (1, self.config.in_channels, r, r)
 
-    def _save_cache(self) -> None:
-        if self._cache_file is not None:
-            self._cache_file.write_text(json.dumps(self._cache, indent=1, sort_keys=True))
+    def _calibration_supports(self, reference: Support) -> list[Support]:
+        """The reference, the fastest and the slowest child by the table, two random ones."""
+        rng = np.random.default_rng(0)
+        per_unit = [[self.unit_costs[u][list(o)].sum(0)[2] for o in self.unit_options(u)]
+                    for u in range(len(self.unit_costs))]  # fmt: skip
+        pick = [lambda c: int(np.argmin(c)), lambda c: int(np.argmax(c))]
+        pick += [lambda c: int(rng.integers(len(c)))] * 2
+        supports = [tuple(reference)]
+        for choose in pick:
+            support = tuple(self.unit_options(u)[choose(c)] for u, c in enumerate(per_unit))
+            if support not in supports:
+                supports.append(support)
+        return supports
+
+    def _time_candidates(self) -> None:
+        """Each candidate's latency column: its instances timed alone through the table."""
+        assert self.table is not None
+        items: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
+        names: list[list[list[str]]] = []  # per unit, per candidate: its instances' keys
+        for unit, n in enumerate(self.supernet.unit_sizes):
+            names.append([])
+            for index in range(n):
+                keys = []
+                for inst in self.supernet.candidate_instances(unit, index):
+                    keys.append(f"{self.config.space}:{inst.key}")
+                    items.setdefault(keys[-1], (inst.module, inst.input_shape))
+                names[unit].append(keys)
+        times = self.table.lookup(items)
+        for unit, row in enumerate(names):
+            self.unit_costs[unit][:, 2] = [sum(times[k] for k in keys) for keys in row]
+            self._instances.append(np.array([len(keys) for keys in row]))
+
+    def _calibrate_latency(self, reference: Support) -> None:
+        """Fit the fixed latency and the runtime's per-instance call cost to whole networks."""
+        assert self.table is not None
+        supports = self._calibration_supports(reference)
+        items = {
+            f"{self.config!r}:{s}": (
+                build_network(self.supernet.architecture(s)),
+                self._input_shape(),
+            )
+            for s in supports
+        }
+        measured = list(self.table.lookup(items, whole=True).values())
+        sums = [self._units_cost(s)[2] for s in supports]
+        counts = [sum(int(self._instances[u][list(c)].sum()) for u, c in enumerate(s))
+                  for s in supports]  # fmt: skip
+        a, overhead = fit_calibration(
+            sums, counts, measured, per_call_overhead=self.table.runtime.per_call_overhead
+        )
+        for unit, costs in enumerate(self.unit_costs):
+            costs[:, 2] = np.maximum(0.0, costs[:, 2] - overhead * self._instances[unit])
+        self.fixed[2] = a
+        self.call_overhead_ms = overhead
+        log.info("latency table through %s: fixed %.4f ms, %.4f ms per call, %d networks",
+                 self.table.runtime.name, a, overhead, len(measured))  # fmt: skip
 
     def _candidate_cost(
         self, unit: int, index: int, memo: dict[Hashable, np.ndarray]
@@ -165,31 +218,23 @@ class CostModel:
             params = count_params(inst.module)
             # Parameter-free candidates (pools, identity) carry no counted multiply-adds.
             flops = count_flops(inst.module, inst.input_shape).total if params else 0
-            lat = 0.0
-            if self.device is not None:
-                lat = self._latency(
-                    f"{self.config.space}:{inst.key}", inst.module, inst.input_shape
-                )
-            memo[inst.key] = np.array([params / 1e6, flops / 1e6, lat])
+            memo[inst.key] = np.array([params / 1e6, flops / 1e6, 0.0])  # latency: the table
         return memo[inst.key]
 
     def _network_cost(self, net: nn.Module) -> np.ndarray:
-        shape = (1, self.config.in_channels, self.config.resolution, self.config.resolution)
-        lat = self.measure_latency(net) if self.device is not None else 0.0
-        return np.array([count_params(net) / 1e6, count_flops(net, shape).total / 1e6, lat])
+        """Params and FLOPs of a whole network (its latency is calibrated separately)."""
+        flops = count_flops(net, self._input_shape()).total
+        return np.array([count_params(net) / 1e6, flops / 1e6, 0.0])
 
     def measure_latency(self, net: nn.Module) -> float:
-        """Median latency (ms) of a whole network on the target device at the batch size."""
-        if self.device is None:
+        """Latency (ms) of a whole network through the table's runtime on its device at its
+        batch size (timed as the table's calibration networks are)."""
+        if self.table is None:
             raise ConfigError("this cost model has no latency device; pass latency_device")
-        r = self.config.resolution
-        shape = (self.batch_size, self.config.in_channels, r, r)
-        mod = copy.deepcopy(net).to(self.device).eval()
-        x = torch.zeros(shape, device=self.device)
-        with torch.no_grad():
-            stats = time_callable(lambda: mod(x), device=self.device, warmup=3, min_iters=10,
-                                  max_seconds=max(0.5, 10 * self.timing_seconds))  # fmt: skip
-        return stats.median_ms
+        try:
+            return self.table.measure(net, self._input_shape())
+        finally:
+            self.table.save()
 
     # -- prediction --------------------------------------------------------------------
     def _units_cost(self, support: Sequence[Sequence[int]]) -> np.ndarray:
@@ -213,9 +258,11 @@ class CostModel:
         predicted = self.cost(arch).latency_ms
         if predicted is None:
             raise ConfigError("this cost model has no latency device; pass latency_device")
-        check = LatencyCheck(predicted, self.measure_latency(build_network(arch)))
-        log.info("latency prediction %.3f ms, measured %.3f ms (relative error %.1f%%)",
-                 check.predicted_ms, check.measured_ms, 100 * check.relative_error)  # fmt: skip
+        measured = self.measure_latency(build_network(arch))
+        check = LatencyCheck(predicted, measured, runtime=str(self.runtime_name))
+        log.info("latency prediction %.3f ms, measured %.3f ms through %s (relative error "
+                 "%.1f%%)", check.predicted_ms, check.measured_ms, check.runtime,
+                 100 * check.relative_error)  # fmt: skip
         return check
 
     def _weights(self, budget: Budget | None) -> np.ndarray:

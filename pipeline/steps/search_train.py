@@ -45,7 +45,9 @@ from dha_train.engine.trainer import train
 from dha_train.errors import ConfigError
 from dha_train.nas.budgets import Budget
 from dha_train.nas.cost_model import CostModel
+from dha_train.nas.latency_runtimes import deployment_runtime, latency_runtime, runtime_threads
 from dha_train.spaces import baseline_architecture, validate_architecture
+from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
 from export.tensorrt_engine import tensorrt_status
@@ -69,6 +71,8 @@ __all__ = [
     "resolve",
     "space_config",
     "budget_of",
+    "latency_runtime_of",
+    "cost_model_of",
     "train_config",
     "checkpoint_root",
     "resumable",
@@ -109,6 +113,26 @@ def budget_of(values: dict[str, Any]) -> Budget:
     )
 
 
+def latency_runtime_of(values: dict[str, Any]) -> str | None:
+    """The runtime that times a latency budget: the one the model is deployed with on
+    ``target_device`` (ONNX Runtime on the CPU; TensorRT on CUDA when importable, else ONNX
+    Runtime's CUDA provider); None without a latency budget."""
+    if values["max_latency_ms"] is None:
+        return None
+    return deployment_runtime(values["target_device"])
+
+
+def cost_model_of(values: dict[str, Any], num_classes: int) -> CostModel:
+    """The cost model of the budgets (a latency table only with a latency budget)."""
+    v = resolve(values)
+    runtime = latency_runtime_of(v)
+    return CostModel.from_config(
+        space_config(v, num_classes),
+        latency_device=v["target_device"] if runtime is not None else None,
+        latency_runtime=runtime,
+    )
+
+
 def train_config(
     v: dict[str, Any],
     data: DataBundle,
@@ -130,6 +154,7 @@ def train_config(
         freeze_rule=v["freeze_rule"],
         arch_weighting=v["arch_weighting"],
         budget=budget_of(v),
+        latency_runtime=latency_runtime_of(v),
         device=ctx.device if ctx is not None else v["target_device"],
         workers=v["workers"],
         limit_steps_per_epoch=limit_steps_per_epoch,
@@ -161,11 +186,7 @@ def preflight(values: dict[str, Any], *, formats: str | None = None) -> DataBund
     validate_architecture(baseline_architecture(space_config(v, data.num_classes)))  # sizes
     budget = budget_of(v)
     if any(x is not None for x in vars(budget).values()):
-        latency_device = v["target_device"] if budget.max_latency_ms is not None else None
-        cost_model = CostModel.from_config(
-            space_config(v, data.num_classes), latency_device=latency_device
-        )
-        cost_model.check_budget(budget)
+        cost_model_of(v, data.num_classes).check_budget(budget)
     return data
 
 
@@ -251,6 +272,43 @@ def run(args: argparse.Namespace) -> None:
         distributed.teardown()
 
 
+def _log_latency_runtime(v: dict[str, Any]) -> None:
+    """Print and tag the runtime that times the latency budget (nothing without one)."""
+    name = latency_runtime_of(v)
+    if name is None:
+        return
+    device = torch.device(v["target_device"])
+    runtime = latency_runtime(name)
+    threads = runtime_threads(device)
+    mlflow.set_tags(
+        {
+            "latency.runtime": name,
+            "latency.runtime_version": runtime.version(),
+            "latency.device": device.type,
+            "latency.threads": "" if threads is None else str(threads),
+        }
+    )
+    where = f"{device.type}" + ("" if threads is None else f", {threads} threads")
+    print(
+        f"[search_train] max_latency_ms={v['max_latency_ms']:g}: batch-1 latency through "
+        f"{name} {runtime.version()} on {where} (the deployed model's runtime)",
+        flush=True,
+    )
+
+
+def _log_latency_check(v: dict[str, Any], num_classes: int, arch: Architecture) -> None:
+    """The table's prediction for the derived child beside a measurement of the whole child
+    through the same runtime, and the relative error (metrics ``latency.*``)."""
+    check = cost_model_of(v, num_classes).latency_check(arch)
+    mlflow.log_metrics(check.metrics())
+    print(
+        f"[search_train] latency of the derived child through {check.runtime}: table "
+        f"{check.predicted_ms:.4f} ms, measured {check.measured_ms:.4f} ms (relative error "
+        f"{100 * check.relative_error:.1f}%)",
+        flush=True,
+    )
+
+
 def _run_rank(
     args: argparse.Namespace, values: dict[str, Any], ctx: distributed.DistContext
 ) -> None:
@@ -279,8 +337,11 @@ def _run_rank(
         skipped = {"unreadable": data.skipped, "non_image": data.skipped_non_image}
         mlflow.log_params({f"data.skipped_{k}": n for k, n in skipped.items()})
         log_splits(data, data_dir=v["data_dir"])
+        _log_latency_runtime(v)
         result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
         mlflow.log_artifacts(str(workdir), "checkpoints")
+        if cfg.latency_runtime is not None:
+            _log_latency_check(v, data.num_classes, result.architecture)
         record = ChildRecord(
             dataset=v["dataset"],
             data_dir=v["data_dir"],
