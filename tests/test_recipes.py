@@ -1,9 +1,10 @@
-"""DESIGN.md's recipes for a dataset, a mode and a format, followed once: one registry entry
-each, and the CLI, the defaults, the trainer and the export step take it up (the space
-recipe: test_toy_space.py)."""
+"""DESIGN.md's recipes for a dataset, a mode, a format and a cell operation, followed once:
+one registry or table entry each, and the CLI, the defaults, the trainer, the export step and
+the cell supernet take it up (the space recipe: test_toy_space.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -13,8 +14,11 @@ from dha_train.data import load_dataset
 from dha_train.datasets import DATASETS, DatasetDefaults, DatasetEntry, defaults_help
 from dha_train.engine.trainer import train
 from dha_train.modes import MODES, Phase
-from dha_train.spaces import baseline_architecture, build_network
+from dha_train.spaces import baseline_architecture, build_network, build_supernet
+from dha_train.spaces.arch import architecture_from_dict
 from dha_train.spaces.base import SpaceConfig
+from dha_train.spaces.named import DARTS_V2
+from dha_train.spaces.ops import OPS, ReLUConvBN
 from dha_train.train_config import TrainConfig
 from export.flavors import log_onnx_model
 from export.format_builders import Exported, ExportInputs
@@ -25,6 +29,8 @@ from pipeline.cli import main
 from pipeline.outputs import read_output_json
 from pipeline.params import PARAMS
 from pipeline.steps.search_train import resolve
+from tests import test_budgets, test_spaces
+from tests.conftest import SPACE_CONFIGS
 from tests.test_trainer import RecordingSink
 
 
@@ -101,3 +107,21 @@ def test_a_registered_format_is_exported_measured_and_listed(
     assert export_run.data.metrics["onnx_copy.test_top1"] == pytest.approx(
         export_run.data.metrics["onnx.test_top1"]
     )  # the same file through the same runtime
+
+
+def test_a_cell_operation_added_to_the_table_is_searched_counted_and_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(OPS, "conv_1x1", lambda c, stride: ReLUConvBN(c, c, 1, stride, 0))
+    net = build_supernet(SPACE_CONFIGS["cell"])
+    assert net.unit_sizes[0] == 2 * 8 and "conv_1x1<-0" in net.candidate_names(0)
+    for test in (
+        test_spaces.test_only_selected_candidates_run,
+        test_spaces.test_architecture_records_round_trip,
+        test_budgets.test_prediction_equals_counts_of_the_built_network,
+    ):
+        test("cell")
+    genotype = DARTS_V2._replace(normal=(("conv_1x1", 0), *DARTS_V2.normal[1:]))
+    arch = replace(baseline_architecture(SPACE_CONFIGS["cell"]), genotype=genotype)
+    assert architecture_from_dict(arch.to_dict()) == arch
+    assert net.candidate_names(0)[net.support_of(arch)[0][0]] == "conv_1x1<-0"

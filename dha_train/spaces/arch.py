@@ -16,7 +16,7 @@ JSON schema (``"schema_version": 1``), common fields:
 
 - ``init_channels`` (C, int > 0), ``layers`` (number of cells, int >= 3),
 - ``genotype``: ``{"normal": [[op, input], ...] (8 pairs, 2 per node), "normal_concat":
-  [2, 3, 4, 5], "reduce": [...], "reduce_concat": [...]}``; ``op`` is one of ``ops.PRIMITIVES``,
+  [2, 3, 4, 5], "reduce": [...], "reduce_concat": [...]}``; ``op`` is a key of ``ops.OPS``,
   ``input`` of node i is in 0..i+1 (0, 1 = the two previous cells, 2.. = earlier nodes).
 """
 

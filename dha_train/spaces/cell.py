@@ -22,7 +22,7 @@ from dha_train.spaces.arch import CellArch, Genotype, decode_cell
 from dha_train.spaces.base import Candidate, Selection, SpaceConfig, Supernet, Support
 from dha_train.spaces.drawing import draw_cell
 from dha_train.spaces.named import cell_baseline
-from dha_train.spaces.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from dha_train.spaces.ops import OPS, FactorizedReduce, ReLUConvBN, primitives
 from dha_train.spaces.registry import SpaceImpl
 
 __all__ = ["NODES", "CellSupernet", "CellNetwork", "validate_cell"]
@@ -130,8 +130,9 @@ class _SearchCell(_CellBase):
     def __init__(self, spec: _CellSpec) -> None:
         super().__init__()
         self._build_preprocess(spec)
+        self.n_ops = len(primitives())
         self.edges = nn.ModuleList(
-            nn.ModuleList(OPS[op](spec.c, spec.stride(j)) for op in PRIMITIVES)
+            nn.ModuleList(OPS[op](spec.c, spec.stride(j)) for op in primitives())
             for i in range(NODES)
             for j in range(i + 2)
         )
@@ -143,7 +144,7 @@ class _SearchCell(_CellBase):
             weight = selection.weight(unit)
             total: Tensor | None = None
             for t, c in enumerate(selection.support[unit]):
-                j, k = divmod(c, len(PRIMITIVES))
+                j, k = divmod(c, self.n_ops)
                 out = self.edges[_edge(i, j)][k](states[j])
                 out = out if weight is None else out * weight[t]
                 total = out if total is None else total + out
@@ -191,9 +192,10 @@ class CellSupernet(_Network, Supernet):
     def __init__(self, cfg: SpaceConfig) -> None:
         super().__init__()
         self.config = cfg
+        self.primitives = primitives()  # the ops table when this supernet was built
         self._specs = self._build_fixed(cfg, NODES)
         self.cells = nn.ModuleList(_SearchCell(spec) for spec in self._specs)
-        sizes = tuple((i + 2) * len(PRIMITIVES) for i in range(NODES))
+        sizes = tuple((i + 2) * len(self.primitives) for i in range(NODES))
         self.unit_sizes = sizes + sizes
         self.unit_topk = tuple(2 for _ in self.unit_sizes)
         self._freeze_scale_affines()
@@ -205,26 +207,26 @@ class CellSupernet(_Network, Supernet):
         return self._classify(s1)
 
     def candidate_names(self, unit: int) -> list[str]:
-        return [f"{op}<-{j}" for j in range(unit % NODES + 2) for op in PRIMITIVES]
+        return [f"{op}<-{j}" for j in range(unit % NODES + 2) for op in self.primitives]
 
     def candidate_instances(self, unit: int, index: int) -> list[Candidate]:
         node, reduction = unit % NODES, unit >= NODES
-        j, k = divmod(index, len(PRIMITIVES))
+        j, k = divmod(index, len(self.primitives))
         found = []
         for spec, cell in zip(self._specs, self.cells, strict=True):
             if spec.reduction != reduction:
                 continue
             side = spec.input_side(j)
-            key = (PRIMITIVES[k], spec.c, spec.stride(j), side)
+            key = (self.primitives[k], spec.c, spec.stride(j), side)
             module = cell.edges[_edge(node, j)][k]
             found.append(Candidate(module, (1, spec.c, side, side), key))
         return found
 
     def architecture(self, support: Sequence[Sequence[int]]) -> CellArch:
-        n_ops = len(PRIMITIVES)
+        n_ops = len(self.primitives)
 
         def pairs(units: Sequence[Sequence[int]]) -> tuple[tuple[str, int], ...]:
-            return tuple((PRIMITIVES[c % n_ops], c // n_ops) for s in units for c in s)
+            return tuple((self.primitives[c % n_ops], c // n_ops) for s in units for c in s)
 
         cfg = self.config
         genotype = Genotype(pairs(support[:NODES]), CONCAT, pairs(support[NODES:]), CONCAT)
@@ -239,8 +241,8 @@ class CellSupernet(_Network, Supernet):
         )
 
     def support_of(self, arch: CellArch) -> Support:
-        n_ops, g = len(PRIMITIVES), arch.genotype
-        flat = [j * n_ops + PRIMITIVES.index(op) for op, j in (*g.normal, *g.reduce)]
+        n_ops, g = len(self.primitives), arch.genotype
+        flat = [j * n_ops + self.primitives.index(op) for op, j in (*g.normal, *g.reduce)]
         return tuple(tuple(flat[2 * u : 2 * u + 2]) for u in range(2 * NODES))
 
     def child_state_dict(self, support: Sequence[Sequence[int]]) -> dict[str, Tensor]:
@@ -249,7 +251,7 @@ class CellSupernet(_Network, Supernet):
             first_unit = NODES if spec.reduction else 0
             for i in range(NODES):
                 for t, c in enumerate(support[first_unit + i]):
-                    j, k = divmod(c, len(PRIMITIVES))
+                    j, k = divmod(c, len(self.primitives))
                     module = cell.edges[_edge(i, j)][k]
                     for name, v in module.state_dict().items():
                         state[f"cells.{n}.ops.{2 * i + t}.{name}"] = v
@@ -273,7 +275,9 @@ def validate_cell(arch: CellArch) -> None:
             raise ConfigError(f"genotype {kind} has {len(pairs)} pairs; expected {2 * NODES}")
         for e, (op, j) in enumerate(pairs):
             if op not in OPS:
-                raise ConfigError(f"genotype {kind} op {op!r}; expected one of {list(PRIMITIVES)}")
+                raise ConfigError(
+                    f"genotype {kind} op {op!r}; expected one of {list(primitives())}"
+                )
             if not 0 <= j < e // 2 + 2:
                 raise ConfigError(
                     f"genotype {kind} pair {e} reads input {j}; expected 0..{e // 2 + 1}"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OPS", "PRIMITIVES", "ReLUConvBN", "FactorizedReduce", "SepConv", "DilConv"]
+__all__ = ["OPS", "primitives", "ReLUConvBN", "FactorizedReduce", "SepConv", "DilConv"]
 
 
 class ReLUConvBN(nn.Sequential):
@@ -79,4 +79,9 @@ OPS: dict[str, Callable[[int, int], nn.Module]] = {
     "avg_pool_3x3": lambda c, stride: nn.AvgPool2d(3, stride, padding=1, count_include_pad=False),
     "skip_connect": _skip,
 }
-PRIMITIVES: tuple[str, ...] = tuple(OPS)
+
+
+def primitives() -> tuple[str, ...]:
+    """The candidate operations of every cell edge, in table order (read from :data:`OPS`
+    when a supernet is built, so an entry added to the table is a candidate)."""
+    return tuple(OPS)
