@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dha_train.nas.latency_runtimes import import_tensorrt
 from export.engine_sidecar import (
     EngineFiles,
     EngineSidecar,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 __all__ = [
-    "SUPPORTED_MAJORS",
     "tensorrt_status",
     "require_tensorrt",
     "current_platform",
@@ -57,26 +57,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_MAJORS = (10, 11)
-
-
-def _import_tensorrt() -> tuple[ModuleType | None, str]:
-    """The tensorrt module, or None and why not."""
-    try:
-        import tensorrt
-    except ImportError:
-        return None, "tensorrt not importable"
-    if not hasattr(tensorrt, "Builder"):  # tensorrt-stubs alone leaves a namespace package
-        return None, "tensorrt not importable (only type stubs are installed)"
-    major = int(str(tensorrt.__version__).split(".")[0])
-    if major not in SUPPORTED_MAJORS:
-        return None, f"TensorRT {tensorrt.__version__} is not supported (need 10.x or 11.x)"
-    return tensorrt, ""
-
 
 def tensorrt_status() -> tuple[bool, str]:
     """(available, reason): whether engines can be built and run here, and why (not)."""
-    module, reason = _import_tensorrt()
+    module, reason = import_tensorrt()
     if module is None:
         return False, reason
     if not torch.cuda.is_available():

@@ -19,9 +19,9 @@ from dha_train.nas.latency_runtimes import (
     LATENCY_RUNTIMES,
     RuntimeUnavailable,
     deployment_runtime,
+    import_tensorrt,
     latency_runtime,
     ort_session,
-    tensorrt_importable,
     time_calls,
 )
 from dha_train.nas.latency_table import LatencyTable, fit_calibration, table_file_name
@@ -84,7 +84,7 @@ def test_ort_session_uses_the_settings_the_deployed_model_is_measured_with(
 
 def test_deployment_runtime_follows_the_device() -> None:
     assert deployment_runtime("cpu") == "onnxruntime"
-    trt_ok, _ = tensorrt_importable()
+    trt_ok = import_tensorrt()[0] is not None
     assert deployment_runtime("cuda") == ("tensorrt" if trt_ok else "onnxruntime")
     with pytest.raises(ConfigError, match="did you mean 'onnxruntime'"):
         latency_runtime("onnxrutime")

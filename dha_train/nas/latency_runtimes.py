@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,8 @@ __all__ = [
     "RuntimeUnavailable",
     "latency_runtime",
     "deployment_runtime",
-    "tensorrt_importable",
+    "SUPPORTED_TENSORRT_MAJORS",
+    "import_tensorrt",
     "runtime_threads",
     "ort_session",
     "time_calls",
@@ -180,21 +182,29 @@ def _ort_version() -> str:
 
 
 # -- TensorRT ------------------------------------------------------------------------------
-def tensorrt_importable() -> tuple[bool, str]:
-    """(True, "") when the real TensorRT bindings import (type stubs alone do not count)."""
+SUPPORTED_TENSORRT_MAJORS = (10, 11)
+
+
+def import_tensorrt() -> tuple[ModuleType | None, str]:
+    """The real TensorRT bindings (10.x or 11.x), or None and why not (type stubs alone do
+    not count). The one check of the project; the export package's engines use it too."""
     if importlib.util.find_spec("tensorrt") is None:
-        return False, "tensorrt is not installed"
+        return None, "tensorrt not importable"
     try:
-        import tensorrt as trt
+        import tensorrt
     except Exception as exc:  # a broken install is a reason, not a crash
-        return False, f"tensorrt does not import ({type(exc).__name__}: {exc})"
-    if not hasattr(trt, "Builder"):
-        return False, "tensorrt not importable (only type stubs are installed)"
-    return True, ""
+        return None, f"tensorrt does not import ({type(exc).__name__}: {exc})"
+    if not hasattr(tensorrt, "Builder"):  # tensorrt-stubs alone leaves a namespace package
+        return None, "tensorrt not importable (only type stubs are installed)"
+    major = int(str(tensorrt.__version__).split(".")[0])
+    if major not in SUPPORTED_TENSORRT_MAJORS:
+        return None, f"TensorRT {tensorrt.__version__} is not supported (need 10.x or 11.x)"
+    return tensorrt, ""
 
 
 def _tensorrt_check(device: torch.device) -> None:
-    ok, reason = tensorrt_importable()
+    module, reason = import_tensorrt()
+    ok = module is not None
     if ok and (device.type != "cuda" or not torch.cuda.is_available()):
         ok, reason = False, f"TensorRT runs on CUDA only (latency device {device})"
     if not ok:
@@ -237,11 +247,8 @@ def _tensorrt_prepare(module: nn.Module, shape: Shape, device: torch.device, wor
 
 
 def _tensorrt_version() -> str:
-    if not tensorrt_importable()[0]:
-        return "unavailable"
-    import tensorrt as trt
-
-    return str(trt.__version__)
+    module, _ = import_tensorrt()
+    return "unavailable" if module is None else str(module.__version__)
 
 
 LATENCY_RUNTIMES: dict[str, LatencyRuntime] = {
@@ -268,7 +275,7 @@ def latency_runtime(name: str) -> LatencyRuntime:
 def deployment_runtime(device: str | torch.device) -> str:
     """The runtime the deployed model runs on ``device``: ONNX Runtime on the CPU; TensorRT
     on CUDA when it is importable, else ONNX Runtime (its CUDA provider)."""
-    if torch.device(device).type == "cuda" and tensorrt_importable()[0]:
+    if torch.device(device).type == "cuda" and import_tensorrt()[0] is not None:
         return "tensorrt"
     return "onnxruntime"
 
