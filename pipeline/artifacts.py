@@ -43,8 +43,8 @@ CHILD_SCHEMA_VERSION = 1
 class ChildRecord:
     """What a derived child was trained on and how well it did (``child/meta.json``).
 
-    Written by search_train (without accuracy) and derive (with its test top-1/top-5), read
-    by derive, export and measure. Versioned: a file of another ``schema_version`` is refused
+    Written by search_train, with the deployable child's test top-1/top-5; read by measure,
+    export and benchmark. Versioned: a file of another ``schema_version`` is refused
     with a clear error rather than read by key.
     """
 
@@ -130,21 +130,20 @@ class DerivedModel:
         return self.record.descriptive_tags()
 
 
-def log_derived(arch: Architecture, model: nn.Module, record: ChildRecord, *, step: str) -> None:
-    """Log the child's three artifacts to the active run, as ``step``'s output."""
+def log_derived(arch: Architecture, model: nn.Module, record: ChildRecord) -> None:
+    """Log the child's three artifacts to the active run, as search_train's output."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         save_architecture(arch, local / "architecture.json")
         torch.save(model.state_dict(), local / "weights.pt")
         (local / "meta.json").write_text(json.dumps(record.to_dict(), indent=2))
-        mlflow.log_artifacts(str(tmp), STEP_OUTPUTS[step])
+        mlflow.log_artifacts(str(tmp), STEP_OUTPUTS["search_train"])
 
 
-def load_derived(run_id: str, *, step: str = "derive") -> DerivedModel:
-    """Rebuild the child that ``step`` (search_train or derive) logged in run ``run_id``
-    (eval mode, CPU)."""
-    run_id = resolve_run_id(MlflowClient(), run_id, what=f"{step} run")
-    local = download_output(step, run_id)
+def load_derived(run_id: str) -> DerivedModel:
+    """Rebuild the child that search_train logged in run ``run_id`` (eval mode, CPU)."""
+    run_id = resolve_run_id(MlflowClient(), run_id, what="search_train run")
+    local = download_output("search_train", run_id)
     arch = load_architecture(local / "architecture.json")
     model = build_network(arch)
     model.load_state_dict(torch.load(local / "weights.pt", map_location="cpu", weights_only=True))

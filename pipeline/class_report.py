@@ -21,7 +21,7 @@ from dha_train.data import to_unit_float
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["ClassReport", "class_report", "predict_split", "confusion_figure"]
+__all__ = ["ClassReport", "class_report", "predict_split", "confusion_figure", "log_test_report"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,27 @@ def confusion_figure(report: ClassReport) -> Figure:
     ax.set_title(f"derived model on the test split: top-1 {report.top1:.1f}%")
     fig.tight_layout()
     return fig
+
+
+def log_test_report(
+    model: Callable[[Tensor], Tensor],
+    dataset: Dataset,
+    class_names: list[str],
+    *,
+    folder: str,
+    workers: int,
+    device: torch.device,
+) -> ClassReport:
+    """``model``'s report on the test split ``dataset``, logged to the active MLflow run:
+    metrics ``test_top1``, ``test_top5``, ``test_loss``, and ``<folder>/per_class.json`` and
+    ``<folder>/confusion_matrix.png``."""
+    import mlflow
+
+    logits, labels = predict_split(model, dataset, batch_size=128, workers=workers, device=device)
+    report = class_report(logits, labels, class_names)
+    mlflow.log_metrics(
+        {"test_top1": report.top1, "test_top5": report.top5, "test_loss": report.loss}
+    )
+    mlflow.log_dict(report.to_dict(), f"{folder}/per_class.json")
+    mlflow.log_figure(confusion_figure(report), f"{folder}/confusion_matrix.png")
+    return report

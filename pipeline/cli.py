@@ -1,7 +1,8 @@
 """dha: one command for every step of the pipeline.
 
-Each MLproject entry point is a subcommand (``dha run`` is ``main``); ``dha predict`` and
-``dha measure --arch`` are for users working with registered or published models. Bad
+Each MLproject entry point is a subcommand (``dha run`` is ``main``); ``dha predict``,
+``dha benchmark`` and ``dha profile`` are for users working with registered or published
+models. Bad
 input ends with one ``error:`` line and exit status 2.
 """
 
@@ -23,21 +24,21 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": (
         "main",
-        "the whole pipeline: search_train -> derive -> measure -> export -> register -> compare",
+        "the whole pipeline: search_train -> measure -> export -> register -> compare",
     ),
-    "search-train": ("search_train", "DHA search and training (Algorithm 1) in one stage"),
-    "derive": (
-        "derive",
-        "the standalone child network with its trained weights, evaluated on the test split",
+    "search-train": (
+        "search_train",
+        "DHA search and training (Algorithm 1) in one stage; the derived child, test-evaluated",
     ),
-    "measure": (
-        "measure",
-        "params, multiply-adds and latency of a model: the paper's Table 5 on this machine",
-    ),
+    "measure": ("measure", "the paper's Table 5 on this machine for a search_train run's child"),
     "export": ("export", "ONNX and TensorRT files with parity gates, logged as MLflow models"),
     "register": ("register", "register exported models with version tags and aliases"),
     "compare": ("compare", "runs side by side and an accuracy-vs-latency plot"),
     "predict": ("predict", "top-5 classes of images with a registered model"),
+    "profile": (
+        "profile",
+        "params, multiply-adds and latency of one architecture (named, torchvision:, JSON)",
+    ),
     "benchmark": (
         "benchmark",
         "every format of a model on this machine: test accuracy, latency at batch 1 and N, size",

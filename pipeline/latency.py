@@ -40,6 +40,7 @@ __all__ = [
     "describe_environment",
     "measure_latency",
     "validate_choices",
+    "parse_backends",
 ]
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,13 @@ BACKENDS: dict[str, Backend] = {
 def validate_choices(given: Sequence[str], choices: Sequence[str], what: str) -> tuple[str, ...]:
     """Return ``given`` as a tuple, or raise :class:`ConfigError` naming the unknown entry."""
     return tuple(check_choice(name, choices, what) for name in given)
+
+
+def parse_backends(raw: str) -> tuple[str, ...]:
+    """'torch,onnxruntime' -> ('torch', 'onnxruntime'), each checked against BACKENDS ('' =
+    no timing)."""
+    names = [b.strip() for b in raw.split(",") if b.strip()]
+    return validate_choices(names, list(BACKENDS), "backend")
 
 
 @contextlib.contextmanager

@@ -3,9 +3,9 @@
 Steps take an earlier step's run id as a parameter (the MLproject's ``*_run_id``) and read
 that run's output through :func:`output_uri`; no step names another step's paths.
 
-- search_train: ``trained/``, the child as trained (architecture.json, weights.pt and
-  meta.json, a ChildRecord without accuracy);
-- derive: ``child/``, the same three files with the record's test top-1/top-5, and pictures;
+- search_train: ``child/``, the derived child with its trained weights (architecture.json,
+  weights.pt and meta.json, a ChildRecord with its test top-1/top-5), its per-class report
+  and pictures;
 - measure: ``table5/table5.md``, the paper's Table 5 on this machine (and table5.csv);
 - export: ``exported.json``, the logged models:/ URIs and runtime reports per format;
 - register: ``registered.json``, the registered versions (name, version, URI), skipped formats;
@@ -26,8 +26,7 @@ from dha_train.errors import UserError
 __all__ = ["STEP_OUTPUTS", "output_uri", "download_output", "read_output_json"]
 
 STEP_OUTPUTS: dict[str, str] = {
-    "search_train": "trained",
-    "derive": "child",
+    "search_train": "child",
     "measure": "table5/table5.md",
     "export": "exported.json",
     "register": "registered.json",

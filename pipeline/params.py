@@ -210,9 +210,15 @@ PARAMS: dict[str, Param] = {
         _p("reuse", bool, True, "reuse a FINISHED step run with the same parameters and code"),
         # step plumbing (URIs between steps)
         _p("search_run_id", str, "", "run id of a finished search_train step"),
-        _p("derive_run_id", str, "", "run id of a finished derive step"),
         _p("export_run_id", str, "", "run id of a finished export step"),
         _p("measure_run_id", str, "", "run id of a finished measure step"),
+        _p(
+            "backends",
+            str,
+            "torch,onnxruntime",
+            "latency backends Table 5 times, comma-separated (torch, onnxruntime, tensorrt, "
+            "their _fp16 / _channels_last forms; '' = none)",
+        ),
         _p(
             "references",
             str,
@@ -239,9 +245,8 @@ STEP_PARAMS: dict[str, list[str]] = {
     + _BUDGET
     + ["formats", "precision", "model_name", "min_top1", "references", "reuse"],
     "search_train": _DATA + _SPACE + ["mode", "epochs", "batch_size", "nproc"] + _SEARCH + _BUDGET,
-    "derive": ["search_run_id", "workers", "target_device"],
-    "measure": ["derive_run_id", "target_device", "references", "batch_size"],
-    "export": ["derive_run_id", "formats", "precision", "target_device"],
+    "measure": ["search_run_id", "target_device", "references", "backends", "batch_size"],
+    "export": ["search_run_id", "formats", "precision", "target_device"],
     "register": ["export_run_id", "measure_run_id", "model_name", "min_top1"],
     "compare": ["experiment", "run_ids", "registered_model"],
 }

@@ -37,7 +37,7 @@ def test_logged_child_loads_back_with_weights_and_record(mlflow_store: str) -> N
     model = build_network(arch).eval()
     record = replace(RECORD, top1=91.5, top5=99.0)
     with mlflow.start_run() as run:
-        log_derived(arch, model, record, step="derive")
+        log_derived(arch, model, record)
     derived = load_derived(run.info.run_id)
     assert derived.arch == arch and derived.record == record and derived.top1 == 91.5
     x = torch.rand(2, 3, 32, 32)

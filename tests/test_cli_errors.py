@@ -1,7 +1,7 @@
 """Every user mistake we know of is one `error:` line and exit status 2, and leaves no run RUNNING.
 
 One real SQLite store holds what the mistakes refer to: a registered ONNX model (a tiny
-real network), a measure run with Table 5 metrics and a derive run without them. Each row
+real network), a measure run with Table 5 metrics and a search_train run without them. Each row
 runs the real `dha` entry point in this process: an unexpected exception fails the row
 with its traceback instead of passing as "some error".
 """
@@ -38,7 +38,7 @@ class Store:
     uri: str
     folder: Path
     measure_id: str
-    derive_id: str
+    search_id: str
     image: Path
     broken: Path
     arch: Path  # a small architecture JSON, quick to count and time
@@ -70,9 +70,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         mlflow.set_tags({"dha.step": "measure", "dha.dataset": "digits", "dha.space": "cell"})
         mlflow.log_metrics({"top1": 50.0, "params_m": 0.1, "latency_ms.torch.cpu.bs1": 1.0})
         measure_id = run.info.run_id
-    with mlflow.start_run(run_name="derive") as run:
-        mlflow.set_tag("dha.step", "derive")
-        derive_id = run.info.run_id
+    with mlflow.start_run(run_name="search_train") as run:
+        mlflow.set_tag("dha.step", "search_train")
+        search_id = run.info.run_id
     image = folder / "images" / "one.png"
     image.parent.mkdir()
     Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(image)
@@ -82,7 +82,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     save_architecture(
         baseline_architecture(SpaceConfig("cell", 3, 16, init_channels=4, layers=3)), arch
     )
-    yield Store(uri, folder, measure_id, derive_id, image, broken, arch)
+    yield Store(uri, folder, measure_id, search_id, image, broken, arch)
     mp.undo()
 
 
@@ -116,32 +116,34 @@ ROWS: list[tuple[str, Args, int, str]] = [
     ("unknown run id", lambda s: ["compare", "--run-ids", "0123abcd"], 2, "no run with id"),
     ("not a run id", lambda s: ["compare", "--run-ids", "run-7"], 2, "is not a run id"),
     ("too short an id", lambda s: ["compare", "--run-ids", s.measure_id[:2]], 2, "too short"),
-    ("not a measure run", lambda s: ["compare", "--run-ids", s.derive_id[:8]],
-     2, "is a derive run, which has no Table 5 figures"),
+    ("not a measure run", lambda s: ["compare", "--run-ids", s.search_id[:8]],
+     2, "is a search_train run, which has no Table 5 figures"),
     ("two sources", lambda s: ["compare", "--experiment", "Default", "--registered-model", MODEL],
      2, "--experiment and --registered-model both choose"),
     ("unknown experiment", lambda s: ["compare", "--experiment", "nope"],
      2, "no experiment named 'nope'"),
     ("unknown registered model", lambda s: ["compare", "--registered-model", "nope"],
      2, "no registered model 'nope'"),
-    ("measure nothing", lambda s: ["measure"], 2, "nothing to measure"),
-    ("threads 0", lambda s: ["measure", "--arch", "darts_v2", "--threads", "0"],
+    ("profile nothing", lambda s: ["profile"], 2, "the following arguments are required: --arch"),
+    ("threads 0", lambda s: ["profile", "--arch", "darts_v2", "--threads", "0"],
      2, "--threads 0: must be at least 1"),
-    ("resolution 0", lambda s: ["measure", "--arch", "darts_v2", "--resolution", "0"],
+    ("resolution 0", lambda s: ["profile", "--arch", "darts_v2", "--resolution", "0"],
      2, "--resolution 0"),
-    ("max seconds 0", lambda s: ["measure", "--arch", "darts_v2", "--max-seconds", "0"],
+    ("max seconds 0", lambda s: ["profile", "--arch", "darts_v2", "--max-seconds", "0"],
      2, "--max-seconds 0"),
-    ("misspelt backend", lambda s: ["measure", "--arch", "darts_v2", "--backends", "onnx"],
+    ("misspelt backend", lambda s: ["profile", "--arch", "darts_v2", "--backends", "onnx"],
      2, "onnxruntime"),
-    ("weights without json", lambda s: ["measure", "--arch", "darts_v2", "--weights", "w.pt"],
+    ("misspelt step backend", lambda s: ["measure", "--search-run-id", s.search_id,
+                                         "--backends", "onnx"], 2, "onnxruntime"),
+    ("weights without json", lambda s: ["profile", "--arch", "darts_v2", "--weights", "w.pt"],
      2, "--weights goes with an architecture JSON"),
-    ("unknown derive run", lambda s: ["measure", "--derive-run-id", "deadbeef"],
-     2, "no derive run with id 'deadbeef'"),
-    ("run without the child", lambda s: ["measure", "--derive-run-id", s.measure_id],
-     2, "has no child (runs:/"),
-    ("unknown search run", lambda s: ["derive", "--search-run-id", "deadbeef"],
+    ("measure no run", lambda s: ["measure"], 2, "no search_train run id given"),
+    ("unknown search run", lambda s: ["measure", "--search-run-id", "deadbeef"],
      2, "no search_train run with id 'deadbeef'"),
-    ("no search run id", lambda s: ["derive"], 2, "no search_train run id given"),
+    ("run without the child", lambda s: ["measure", "--search-run-id", s.measure_id],
+     2, "has no child (runs:/"),
+    ("export without the child", lambda s: ["export", "--search-run-id", s.search_id],
+     2, "has no child (runs:/"),
     ("not an export run", lambda s: ["register", "--export-run-id", s.measure_id[:8],
                                      "--measure-run-id", s.measure_id], 2, "has no exported.json"),
     ("input too small", lambda s: ["run", "--resolution", "3"], 2, "resolution >= 8"),
@@ -150,9 +152,9 @@ ROWS: list[tuple[str, Args, int, str]] = [
 ]  # fmt: skip
 if not CUDA:  # the only timings asked for cannot run on a CPU-only machine
     ROWS += [
-        ("cuda on a CPU machine", lambda s: ["measure", "--arch", str(s.arch), "--target-device",
+        ("cuda on a CPU machine", lambda s: ["profile", "--arch", str(s.arch), "--device",
                                              "cuda"], 2, "no timing could run on this machine"),
-        ("tensorrt on a CPU machine", lambda s: ["measure", "--arch", str(s.arch), "--backends",
+        ("tensorrt on a CPU machine", lambda s: ["profile", "--arch", str(s.arch), "--backends",
                                                  "tensorrt"], 2, "no timing could run"),
     ]  # fmt: skip
 

@@ -300,7 +300,7 @@ def check_server_outage(ctx: Ctx) -> None:
         assert every_epoch_once(client, run.info.run_id, EPOCHS)
         assert {"test_top1", "test_top5", "val_top1", "train_loss"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"architecture.json", "history.json", "trained", "checkpoints"} <= artifacts
+        assert {"architecture.json", "history.json", "child", "checkpoints"} <= artifacts
     finally:
         server.stop()
 

@@ -69,12 +69,13 @@ def test_help_lists_every_step() -> None:
     for command in (
         "run",
         "search-train",
-        "derive",
         "measure",
         "export",
         "register",
         "compare",
         "predict",
+        "benchmark",
+        "profile",
     ):
         assert command in out
 

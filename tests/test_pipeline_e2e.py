@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,7 +63,6 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert {r.data.tags["dha.step"] for r in children} == {
         "search_train",
-        "derive",
         "measure",
         "export",
         "register",
@@ -89,8 +89,23 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
             ("digits-test", "test"),
         }
     assert not {"epoch", "step", "phase"} & set(by_step["search_train"].data.metrics)
-    derived = {a.path for a in client.list_artifacts(by_step["derive"].info.run_id, "child")}
-    assert {"child/confusion_matrix.png", "child/per_class.json"} <= derived
+    search = by_step["search_train"]
+    child = {a.path for a in client.list_artifacts(search.info.run_id, "child")}
+    assert {
+        "child/architecture.json",
+        "child/weights.pt",
+        "child/meta.json",
+        "child/confusion_matrix.png",
+        "child/per_class.json",
+        "child/architecture.png",
+    } <= child
+    # the child's test figures were measured once, through the deployable network
+    meta = json.loads(
+        Path(client.download_artifacts(search.info.run_id, "child/meta.json")).read_text()
+    )
+    assert meta["top1"] == pytest.approx(search.data.metrics["test_top1"])
+    measure = next(r for r in children if r.data.tags["dha.step"] == "measure")
+    assert measure.data.metrics["top1"] == pytest.approx(meta["top1"])
 
     # registry: an ONNX version whose tags describe the ONNX file as ONNX Runtime runs it;
     # one epoch leaves the model at chance, so it is registered without champion, saying why
@@ -118,7 +133,6 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
     assert "Table 5" in first.stdout
 
     # Table 5 artifacts and metrics, and a compare table that includes this run
-    measure = next(r for r in children if r.data.tags["dha.step"] == "measure")
     assert {"params_m", "flops_m", "top1", "top5", "latency_ms.torch.cpu.bs1"} <= set(
         measure.data.metrics
     )
@@ -129,7 +143,7 @@ def test_default_pipeline_registers_and_reuses(mlflow_store: str, tmp_path: Path
     # a second run reuses every finished step
     second = dha("run", *TINY, "--references", "proxylessnas_gpu", env_uri=mlflow_store, cwd=REPO)
     assert second.returncode == 0, second.stderr[-3000:]
-    for step in ("search_train", "derive", "measure", "export", "register"):
+    for step in ("search_train", "measure", "export", "register"):
         assert f"[{step}] reusing FINISHED run" in second.stdout
     _assert_nothing_left_running(client)
 

@@ -1,5 +1,6 @@
 """The evaluation transform travels with the model: `dha predict` on image files sees what
-evaluation saw, so its top-1 equals the derive step's on an ImageFolder dataset at 224 px."""
+evaluation saw, so its top-1 equals the child's test top-1 that search_train records, on an
+ImageFolder dataset at 224 px."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def _predicted(stdout: str) -> dict[str, str]:
     return out
 
 
-def test_dha_predict_top1_equals_the_derive_steps_on_imagefolder_224(
+def test_dha_predict_top1_equals_the_recorded_test_top1_on_imagefolder_224(
     mlflow_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _digit_folders(tmp_path / "data")
@@ -100,7 +101,7 @@ def test_dha_predict_top1_equals_the_derive_steps_on_imagefolder_224(
     _train(nn.Sequential(Normalize(data.mean, data.std), child), images, labels, steps=40)
     model = deployable(child, data.mean, data.std)
 
-    # what the derive step computes: the deployed network over the test split
+    # what search_train records (log_test_report): the deployed network over the test split
     logits, truth = predict_split(
         model, data.test, batch_size=64, workers=0, device=torch.device("cpu")
     )

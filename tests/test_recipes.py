@@ -95,8 +95,8 @@ def test_a_registered_format_is_exported_measured_and_listed(
         std=tuple(data.std), search_run_id="none",
     )  # fmt: skip
     with mlflow.start_run() as run:
-        log_derived(arch, build_network(arch).eval(), record, step="derive")
-    assert main(["export", "--derive-run-id", run.info.run_id, "--formats", "onnx,onnx_copy"]) == 0
+        log_derived(arch, build_network(arch).eval(), record)
+    assert main(["export", "--search-run-id", run.info.run_id, "--formats", "onnx,onnx_copy"]) == 0
     export_run = mlflow.search_runs(
         filter_string="tags.`dha.step` = 'export'",
         search_all_experiments=True,

@@ -16,7 +16,7 @@ import torch
 
 from dha_train.errors import check_choice
 
-__all__ = ["STREAMS", "Stream", "derive_seed", "seed_everything"]
+__all__ = ["STREAMS", "Stream", "derive_seed", "seed_everything", "reseed_resumed_rank"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def reseed_resumed_rank(
+    seed: int, *, rank: int, step: int, generators: dict[str, torch.Generator]
+) -> None:
+    """A non-zero rank resuming at ``step``: a checkpoint holds rank 0's streams only, so
+    this rank's global RNGs and ``generators`` start afresh from ``(seed, rank, step)``."""
+    resumed = derive_seed(seed, "resume", rank=rank, index=step)
+    seed_everything(resumed)
+    for i, g in enumerate(generators.values()):
+        g.manual_seed(resumed + i + 1)

@@ -37,16 +37,15 @@ from dha_train.engine.checkpoint import (
     save_checkpoint,
 )
 from dha_train.engine.distributed import all_reduce_, broadcast_object, sync_buffers_
-from dha_train.engine.epoch_report import NOT_METRICS, epoch_line, jsonable
+from dha_train.engine.epoch_report import log_epoch, log_run_report
 from dha_train.engine.evaluation import evaluate
 from dha_train.engine.freezing import freeze_at_epoch_end
 from dha_train.engine.phase import PhaseRun, build_phase
 from dha_train.engine.sampling import EpochBatches
-from dha_train.engine.seeding import derive_seed, seed_everything
+from dha_train.engine.seeding import derive_seed, reseed_resumed_rank, seed_everything
 from dha_train.engine.sink import MetricsSink
 from dha_train.errors import ConfigError, UserError
 from dha_train.modes import Phase, mode_phases
-from dha_train.plots import log_final_figures
 from dha_train.spaces.arch import Architecture, architecture_from_dict
 from dha_train.train_config import TrainConfig
 
@@ -65,7 +64,7 @@ class TrainResult:
 
     architecture: Architecture
     model: nn.Module  # the derived child (or fixed network) with trained weights, on CPU
-    test: dict[str, float]
+    test: dict[str, float]  # loss/top1/top5 on the test split; {} when not evaluated
     history: list[dict[str, Any]]
     lr_trajectory: list[tuple[int, float]]
     wd_trajectory: list[tuple[int, float]]
@@ -160,11 +159,11 @@ class _Run:
         self.run.load_state_dict(ckpt["phase"])
         if self.main:
             restore_rng_state(ckpt["rng"], self.run.generators())
-        else:  # rank 0's streams are saved; the others start fresh, reproducibly
-            seed = derive_seed(self.cfg.seed, "resume", rank=self.cfg.rank, index=self.global_step)
-            seed_everything(seed)
-            for i, g in enumerate(self.run.generators().values()):
-                g.manual_seed(seed + i + 1)
+        else:
+            reseed_resumed_rank(
+                self.cfg.seed, rank=self.cfg.rank, step=self.global_step,
+                generators=self.run.generators(),
+            )  # fmt: skip
 
     def check_finite(self) -> None:
         bad = self.bad.float().reshape(1)
@@ -301,19 +300,9 @@ class _Run:
             record["op_shares"] = self.run.op_shares()
         self.history.append(record)
         if self.main:
-            self.sink.log_metrics(
-                {k: float(v) for k, v in record.items() if k not in NOT_METRICS
-                 and isinstance(v, int | float)},
-                self.global_step,
-            )  # fmt: skip
-            if self.run.policy is not None:
-                self.sink.log_dict(record["tau_top5"], f"tau_top5/epoch_{record['epoch']:03d}.json")
-            if self.run.search is not None:
-                arch = self.run.search.current_architecture()
-                self.sink.log_dict(
-                    arch.to_dict(), f"architecture/epoch_{len(self.history):03d}.json"
-                )
-        log.info("%s", epoch_line(record))
+            search = self.run.search
+            arch = None if search is None else search.current_architecture()
+            log_epoch(self.sink, record, arch)
         self.accum.zero_()
         self.epoch += 1
         self.step_in_epoch = 0
@@ -339,9 +328,19 @@ class _Run:
 
 
 def train(
-    cfg: TrainConfig, data: DataBundle, *, workdir: Path, sink: MetricsSink, resume: bool = False
+    cfg: TrainConfig,
+    data: DataBundle,
+    *,
+    workdir: Path,
+    sink: MetricsSink,
+    resume: bool = False,
+    evaluate_test: bool = True,
 ) -> TrainResult:
-    """Run ``cfg.mode`` on ``data`` (a DataBundle); see the module docstring."""
+    """Run ``cfg.mode`` on ``data`` (a DataBundle); see the module docstring.
+
+    ``evaluate_test=False``: the caller evaluates the child on the test split itself (the
+    search_train step does, through the deployable network) and ``TrainResult.test`` is {}.
+    """
     _check_data(cfg, data)
     workdir = Path(workdir)
     seed_everything(derive_seed(cfg.seed, "process", rank=cfg.rank))
@@ -372,36 +371,34 @@ def train(
         if state.phase_idx == len(state.phases) - 1:
             break
         state.finish_phase()
-    return _finish(state)
+    return _finish(state, evaluate_test)
 
 
-def _finish(state: _Run) -> TrainResult:
+def _finish(state: _Run, evaluate_test: bool) -> TrainResult:
     run, cfg = state.run, state.cfg
     assert run is not None
     arch, model = run.final_model()
-    test = evaluate(
-        run.model_forward(model),
-        state.data.test,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        device=state.device,
-        rank=cfg.rank,
-        world_size=cfg.world_size,
-    )
+    test = {}
+    if evaluate_test:
+        test = evaluate(
+            run.model_forward(model),
+            state.data.test,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            device=state.device,
+            rank=cfg.rank,
+            world_size=cfg.world_size,
+        )
     probs = run.policy.probs().detach().cpu() if run.policy is not None else None
     if state.main:
-        state.sink.log_metrics({f"test_{k}": v for k, v in test.items()}, state.global_step)
-        state.sink.log_dict(arch.to_dict(), "architecture.json")
-        freezes = [e for h in state.history for e in h.get("freeze_events", [])]
-        if freezes:
-            state.sink.log_dict({"events": freezes}, "freeze_events.json")
-        state.sink.log_dict(
-            {"history": state.history, "config": jsonable(asdict(cfg))}, "history.json"
-        )
-        log_final_figures(
+        if test:
+            state.sink.log_metrics({f"test_{k}": v for k, v in test.items()}, state.global_step)
+        log_run_report(
             state.sink,
+            arch=arch,
+            history=state.history,
+            config=asdict(cfg),
             probs=None if probs is None else probs.numpy(),
-            shares=[h["op_shares"] for h in state.history if "op_shares" in h],
             lr_traj=state.lr_traj,
             wd_traj=state.wd_traj,
         )

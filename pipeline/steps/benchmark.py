@@ -115,8 +115,8 @@ def _format_predictor(fmt: str, local: Path) -> tuple[Predictor | None, str]:
 def benchmark_table(export_run_id: str, args: argparse.Namespace) -> list[BenchRow]:
     """The rows for export run ``export_run_id``: PyTorch eager first, then every format."""
     exported = read_output_json("export", export_run_id)
-    derive_run_id = MlflowClient().get_run(export_run_id).data.params.get("derive_run_id", "")
-    derived = load_derived(derive_run_id)
+    search_run_id = MlflowClient().get_run(export_run_id).data.params.get("search_run_id", "")
+    derived = load_derived(search_run_id)
     rec = derived.record
     data = load_dataset(rec.dataset, rec.data_dir or None, rec.resolution, rec.seed)
     model = deployable(derived.model, rec.mean, rec.std).eval()

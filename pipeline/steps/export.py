@@ -1,6 +1,6 @@
 """export: deployable files with parity gates, logged as MLflow models, measured as deployed.
 
-Reads the child of ``--derive-run-id``; wraps it with its input normalisation (deployed models
+Reads the child of ``--search-run-id``; wraps it with its input normalisation (deployed models
 take RGB in [0, 1], shaped (N, 3, R, R)); exports ONNX (one file, dynamic batch, checked) and
 gates it on real validation images against PyTorch (fp32: >= 99.9% top-1 agreement, max abs
 logit difference <= 1e-3). Then each format asked for is built from it by its entry in
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     formats = parse_formats(values["formats"])
     with step_run("export", values) as active, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        derived = load_derived(values["derive_run_id"])
+        derived = load_derived(values["search_run_id"])
         record = derived.record
         model = deployable(derived.model, record.mean, record.std).eval()
         data = load_dataset(record.dataset, record.data_dir or None, record.resolution, record.seed)

@@ -1,6 +1,6 @@
 """main (``dha run``): the whole pipeline, one child run per step.
 
-search_train -> derive -> measure -> export -> register -> compare, each an MLproject entry
+search_train -> measure -> export -> register -> compare, each an MLproject entry
 point started with ``mlflow.projects.run`` as in MLflow's multistep example. Steps hand each
 other run ids (whose artifacts and ``models:/`` URIs they read). A step that already
 FINISHED with the same parameters and code version is reused (``--reuse false`` reruns).
@@ -46,11 +46,10 @@ log = logging.getLogger(__name__)
 
 
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-STEPS = ("search_train", "derive", "measure", "export", "register", "compare")
+STEPS = ("search_train", "measure", "export", "register", "compare")
 # step parameters that carry an earlier step's run id
 RUN_ID_PARAMS = {
     "search_run_id": "search_train",
-    "derive_run_id": "derive",
     "measure_run_id": "measure",
     "export_run_id": "export",
 }

@@ -1,9 +1,12 @@
 """search_train: DHA's one-stage search and training (Algorithm 1; other modes: Table 3).
 
 Reads the dataset; trains the supernet while searching DA policy, lr/wd and architecture
-under the budgets; ends with the derived child and its trained weights. Writes to its run:
-per-epoch metrics, architecture.json, the DA-policy heatmap, the architecture's evolution,
-the lr/wd trajectories, the final checkpoint (checkpoints/) and the child (trained/).
+under the budgets; ends with the derived child and its trained weights, which it evaluates
+on the held-out test split through the deployable path (input normalisation + child, no
+augmentation, float32). Writes to its run: per-epoch metrics, architecture.json, the
+DA-policy heatmap, the architecture's evolution, the lr/wd trajectories, the final
+checkpoint (checkpoints/) and its output, the child (child/: architecture.json, weights.pt,
+meta.json with the test top-1/top-5, per_class.json, confusion_matrix.png, architecture.png).
 
 Checkpoints belong to the step's run: they go to ``$DHA_CHECKPOINT_DIR/<key>/<owner>``
 (default ``./outputs/search_train``), where key hashes the parameters (but not nproc) and
@@ -46,14 +49,16 @@ from dha_train.errors import ConfigError
 from dha_train.nas.budgets import Budget
 from dha_train.nas.cost_model import CostModel
 from dha_train.nas.latency_runtimes import deployment_runtime, latency_runtime, runtime_threads
-from dha_train.spaces import baseline_architecture, validate_architecture
+from dha_train.spaces import baseline_architecture, draw_architecture, validate_architecture
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
 from export.tensorrt_engine import tensorrt_status
+from export.wrap import deployable
 from pipeline.artifacts import ChildRecord, log_derived
+from pipeline.class_report import log_test_report
 from pipeline.dataset_inputs import log_splits
-from pipeline.outputs import output_uri
+from pipeline.outputs import STEP_OUTPUTS, output_uri
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import (
     code_version,
@@ -79,6 +84,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+CHILD = STEP_OUTPUTS["search_train"]
 CHECKPOINT_DIR_ENV = "DHA_CHECKPOINT_DIR"
 
 
@@ -319,7 +325,7 @@ def _run_rank(
     if ctx.rank != 0:  # only rank 0 touches MLflow (it attaches to MLFLOW_RUN_ID)
         logging.getLogger("dha_train").setLevel(logging.WARNING)  # rank 0 reports progress
         workdir = distributed.broadcast_object(None)
-        train(cfg, data, workdir=workdir, sink=NullSink(), resume=True)
+        train(cfg, data, workdir=workdir, sink=NullSink(), resume=True, evaluate_test=False)
         return
     with step_run("search_train", values) as active:
         workdir = claim_workdir(checkpoint_root(), _key(values), _owner(active))
@@ -338,10 +344,20 @@ def _run_rank(
         mlflow.log_params({f"data.skipped_{k}": n for k, n in skipped.items()})
         log_splits(data, data_dir=v["data_dir"])
         _log_latency_runtime(v)
-        result = train(cfg, data, workdir=workdir, sink=MlflowSink(), resume=True)
+        result = train(
+            cfg, data, workdir=workdir, sink=MlflowSink(), resume=True, evaluate_test=False
+        )
         mlflow.log_artifacts(str(workdir), "checkpoints")
         if cfg.latency_runtime is not None:
             _log_latency_check(v, data.num_classes, result.architecture)
+        report = log_test_report(
+            deployable(result.model, data.mean, data.std).to(cfg.device).eval(),
+            data.test,
+            data.class_names,
+            folder=CHILD,
+            workers=cfg.workers,
+            device=torch.device(cfg.device),
+        )
         record = ChildRecord(
             dataset=v["dataset"],
             data_dir=v["data_dir"],
@@ -357,12 +373,14 @@ def _run_rank(
             max_params_m=v["max_params_m"],
             max_flops_m=v["max_flops_m"],
             max_latency_ms=v["max_latency_ms"],
+            top1=report.top1,  # percent, as every accuracy
+            top5=report.top5,
         )
-        log_derived(result.architecture, result.model, record, step="search_train")
-        top1 = result.test.get("top1", 0.0)  # percent, as every accuracy
+        log_derived(result.architecture, result.model, record)
+        mlflow.log_figure(draw_architecture(result.architecture), f"{CHILD}/architecture.png")
         print(
-            f"[search_train] run {active.info.run_id}: test top-1 {top1:.2f}% "
-            f"with {result.architecture.space} architecture; child logged to "
-            f"{output_uri('search_train', active.info.run_id)}",
+            f"[search_train] run {active.info.run_id}: test top-1 {report.top1:.2f}%, top-5 "
+            f"{report.top5:.2f}% ({len(data.test)} images) with {result.architecture.space} "
+            f"architecture; child at {output_uri('search_train', active.info.run_id)}",
             flush=True,
         )
