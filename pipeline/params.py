@@ -286,14 +286,15 @@ def parse_formats(raw: str) -> tuple[str, ...]:
     return formats
 
 
-COMMANDS: dict[str, str] = {"main": "run", "search_train": "search-train"}
+# the dha subcommand of a step whose command is not its name with "-" for "_"
+COMMANDS: dict[str, str] = {"main": "run"}
 
 
 def mlproject_yaml() -> str:
     """The MLproject file's text, generated from the tables above."""
     lines = ["name: dha", "", "conda_env: conda.yaml", "", "entry_points:"]
     for step, names in STEP_PARAMS.items():
-        command = COMMANDS.get(step, step)
+        command = COMMANDS.get(step, step.replace("_", "-"))
         lines += [f"  {step}:", "    parameters:"]
         for name in names:
             p = PARAMS[name]

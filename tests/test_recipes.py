@@ -1,9 +1,12 @@
-"""DESIGN.md's recipes for a dataset, a mode, a format and a cell operation, followed once:
-one registry or table entry each, and the CLI, the defaults, the trainer, the export step and
-the cell supernet take it up (the space recipe: test_toy_space.py)."""
+"""DESIGN.md's recipes for a dataset, a mode, a format, a cell operation and a step, followed
+once: one registry or table entry each, and the CLI, the defaults, the trainer, the export
+step, the cell supernet and the MLproject take it up (the space recipe: test_toy_space.py)."""
 
 from __future__ import annotations
 
+import argparse
+import sys
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from dha_train.datasets import DATASETS, DatasetDefaults, DatasetEntry, defaults
 from dha_train.engine.trainer import train
 from dha_train.modes import MODES, Phase
 from dha_train.spaces import baseline_architecture, build_network, build_supernet
-from dha_train.spaces.arch import architecture_from_dict
+from dha_train.spaces.arch import Architecture, architecture_from_dict
 from dha_train.spaces.base import SpaceConfig
 from dha_train.spaces.named import DARTS_V2
 from dha_train.spaces.ops import OPS, ReLUConvBN
@@ -24,10 +27,11 @@ from export.flavors import log_onnx_model
 from export.format_builders import Exported, ExportInputs
 from export.formats import FORMATS, FormatSpec
 from export.runtime_report import measure_runtime, onnx_predictor
-from pipeline.artifacts import ChildRecord, log_derived
-from pipeline.cli import main
-from pipeline.outputs import read_output_json
-from pipeline.params import PARAMS
+from pipeline.artifacts import ChildRecord, load_derived, log_derived
+from pipeline.cli import SUBCOMMANDS, main
+from pipeline.outputs import STEP_OUTPUTS, output_uri, read_output_json
+from pipeline.params import PARAMS, STEP_PARAMS, add_params, mlproject_yaml, parse_values
+from pipeline.runs import step_run
 from pipeline.steps.search_train import resolve
 from tests import test_budgets, test_spaces
 from tests.conftest import SPACE_CONFIGS
@@ -65,6 +69,18 @@ def test_a_registered_mode_is_offered_and_trained(
     assert "tau_heatmap.png" in sink.figures
 
 
+def _digits_child(resolution: int = 8) -> tuple[Architecture, ChildRecord]:
+    """A mobilenet baseline child and its record, as search_train hands them on."""
+    arch = baseline_architecture(SpaceConfig("mobilenet", 10, resolution, width_mult=0.25))
+    data = load_dataset("digits", None, resolution, 0)
+    record = ChildRecord(
+        dataset="digits", data_dir="", seed=0, mode="baseline", space="mobilenet",
+        resolution=resolution, num_classes=10, class_names=tuple(data.class_names),
+        mean=tuple(data.mean), std=tuple(data.std), search_run_id="none",
+    )  # fmt: skip
+    return arch, record
+
+
 def build_onnx_copy(inputs: ExportInputs) -> Exported:
     """A toy format for the recipe: the ONNX file again, under its own name, through ORT."""
     uri = log_onnx_model(
@@ -87,13 +103,7 @@ def test_a_registered_format_is_exported_measured_and_listed(
         "onnx_copy", "onnxruntime", "onnxruntime", ("fp32",), f"{__name__}:build_onnx_copy"
     )
     monkeypatch.setitem(FORMATS, "onnx_copy", spec)
-    arch = baseline_architecture(SpaceConfig("mobilenet", 10, 8, width_mult=0.25))
-    data = load_dataset("digits", None, 8, 0)
-    record = ChildRecord(
-        dataset="digits", data_dir="", seed=0, mode="baseline", space="mobilenet", resolution=8,
-        num_classes=10, class_names=tuple(data.class_names), mean=tuple(data.mean),
-        std=tuple(data.std), search_run_id="none",
-    )  # fmt: skip
+    arch, record = _digits_child()
     with mlflow.start_run() as run:
         log_derived(arch, build_network(arch).eval(), record)
     assert main(["export", "--search-run-id", run.info.run_id, "--formats", "onnx,onnx_copy"]) == 0
@@ -125,3 +135,47 @@ def test_a_cell_operation_added_to_the_table_is_searched_counted_and_decoded(
     arch = replace(baseline_architecture(SPACE_CONFIGS["cell"]), genotype=genotype)
     assert architecture_from_dict(arch.to_dict()) == arch
     assert net.candidate_names(0)[net.support_of(arch)[0][0]] == "conv_1x1<-0"
+
+
+def _class_count_step() -> types.ModuleType:
+    """A toy step module, ``pipeline/steps/class_count.py`` as the recipe writes it: reads
+    search_train's child by URI, writes its one output (the child's class count)."""
+    step = types.ModuleType("pipeline.steps.class_count", "class_count: the child's classes")
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_params(parser, STEP_PARAMS["class_count"])
+
+    def run(args: argparse.Namespace) -> None:
+        values = parse_values(args, STEP_PARAMS["class_count"])
+        with step_run("class_count", values):
+            child = load_derived(values["search_run_id"])
+            mlflow.log_dict({"classes": child.num_classes}, STEP_OUTPUTS["class_count"])
+
+    step.add_arguments, step.run = add_arguments, run  # type: ignore[attr-defined]
+    return step
+
+
+def test_a_step_added_to_the_tables_is_a_command_an_entry_point_and_an_output(
+    mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pipeline.steps.class_count", _class_count_step())
+    monkeypatch.setitem(STEP_PARAMS, "class_count", ["search_run_id"])
+    monkeypatch.setitem(SUBCOMMANDS, "class-count", ("class_count", "the child's classes"))
+    monkeypatch.setitem(STEP_OUTPUTS, "class_count", "class_count.json")
+    assert (
+        '  class_count:\n    parameters:\n      search_run_id: {type: string, default: ""}\n'
+        '    command: "dha class-count --search-run-id {search_run_id}"'
+    ) in mlproject_yaml()
+    arch, record = _digits_child()
+    with mlflow.start_run() as search:
+        log_derived(arch, build_network(arch).eval(), record)
+    assert main(["class-count", "--search-run-id", search.info.run_id[:8]]) == 0
+    (ran,) = mlflow.search_runs(
+        filter_string="tags.`dha.step` = 'class_count'",
+        search_all_experiments=True,
+        output_format="list",
+    )
+    assert ran.info.status == "FINISHED"
+    assert ran.data.params == {"search_run_id": search.info.run_id[:8]}
+    assert output_uri("class_count", ran.info.run_id).endswith("/class_count.json")
+    assert read_output_json("class_count", ran.info.run_id) == {"classes": 10}
