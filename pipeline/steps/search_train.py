@@ -50,7 +50,7 @@ from dha_train.spaces import baseline_architecture, validate_architecture
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
-from export.tensorrt_engine import tensorrt_status
+from export.tensorrt_runtime import tensorrt_status
 from pipeline.artifacts import ChildRecord, log_derived
 from pipeline.dataset_inputs import log_splits
 from pipeline.outputs import output_uri
