@@ -156,11 +156,11 @@ def section_versions(state: State) -> None:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
     print(f"onnxruntime providers: {ort.get_available_providers()}")
     try:
-        from export.tensorrt_engine import tensorrt_status
+        from export.tensorrt_runtime import tensorrt_status
 
         print(f"tensorrt: {tensorrt_status()}")
     except ImportError as exc:
-        print(f"tensorrt: export.tensorrt_engine not importable ({exc})")
+        print(f"tensorrt: export.tensorrt_runtime not importable ({exc})")
 
 
 def section_dha_step(state: State) -> None:

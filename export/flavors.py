@@ -1,4 +1,5 @@
-"""MLflow models for the deployed network: ONNX via ``mlflow.onnx``, TensorRT via a pyfunc.
+"""MLflow models for the deployed network: ONNX via ``mlflow.onnx`` (here), TensorRT via its
+own flavor module (:mod:`export.tensorrt_flavor`), and the metadata both record.
 
 Both take float32 ``images`` shaped ``(N, 3, R, R)`` in [0, 1] and their pyfunc ``predict``
 returns the same form, :data:`export.serving.OUTPUT_SCHEMA` (logits, probabilities, label,
@@ -16,10 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -28,14 +26,14 @@ import mlflow
 import numpy as np
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import MLMODEL_FILE_NAME, MODEL_CONFIG, ModelInfo
-from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
+from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema, TensorSpec
 
 from export import serving
-from export.engine_sidecar import EngineFiles, read_sidecar
 from export.errors import ExportError
 from export.onnx_export import onnx_execution_providers
-from export.serving import CLASS_NAMES, INPUT_NAME, OUTPUT_NAME, images_of, model_output
+from export.serving import CLASS_NAMES, INPUT_NAME, OUTPUT_NAME
+from export.shipped_code import copy_modules, shipped_modules
 
 __all__ = [
     "OUTPUT_KEY",
@@ -44,18 +42,16 @@ __all__ = [
     "model_metadata",
     "model_preprocess",
     "log_onnx_model",
-    "TensorRTPyfunc",
-    "log_tensorrt_model",
+    "format_metadata",
 ]
 
-if TYPE_CHECKING:  # imported where used: unpickling the TensorRT pyfunc needs no PIL
+if TYPE_CHECKING:  # imported where used
     from dha_train.preprocess import Preprocess
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_KEY = OUTPUT_NAME  # pyfunc predict returns {OUTPUT_KEY: logits, ...}
 ONNX_SHA256 = "onnx_sha256"  # metadata key and registered-version tag
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def model_signature(resolution: int, num_classes: int) -> ModelSignature:
@@ -68,9 +64,11 @@ def model_signature(resolution: int, num_classes: int) -> ModelSignature:
     )
 
 
-def _metadata(
+def format_metadata(
     fmt: str, class_names: list[str], resolution: int, preprocess: Preprocess | None
 ) -> dict[str, Any]:
+    """The metadata every format records (format, class names, resolution, preprocess,
+    output schema); refuses empty or repeated class names and a preprocess of another size."""
     if not class_names or len(set(class_names)) != len(class_names):
         raise ExportError(
             f"class names {class_names[:5]}... are empty or repeated; expected one unique "
@@ -117,13 +115,10 @@ def model_preprocess(meta: dict[str, Any]) -> Preprocess:
 
 
 def _served_code(folder: Path) -> Path:
-    """``folder/export`` holding what the ONNX pyfunc imports: the package marker and
-    :mod:`export.serving` (nothing else of the project travels with the model)."""
-    package = folder / "export"
-    package.mkdir()
-    for name in ("__init__.py", "serving.py"):
-        shutil.copy2(_PROJECT_ROOT / "export" / name, package / name)
-    return package
+    """``folder/export`` holding what the ONNX pyfunc imports: :mod:`export.serving` and
+    what it imports from the project (:func:`export.shipped_code.shipped_modules`)."""
+    copy_modules(shipped_modules(serving.__name__), folder)
+    return folder / "export"
 
 
 def _save_onnx_model(
@@ -183,100 +178,12 @@ def log_onnx_model(
         resolution=resolution,
         signature=model_signature(resolution, len(class_names)),
         onnx_execution_providers=providers or onnx_execution_providers(),
-        metadata={**_metadata("onnx", class_names, resolution, preprocess), ONNX_SHA256: sha256},
+        metadata={
+            **format_metadata("onnx", class_names, resolution, preprocess),
+            ONNX_SHA256: sha256,
+        },
         save_as_external_data=False,
         input_example=None if input_example is None else {INPUT_NAME: input_example},
     )
     logger.info("logged ONNX model %s as %s", onnx_path, info.model_uri)
     return info
-
-
-class TensorRTPyfunc(PythonModel):
-    """Pyfunc around :class:`export.tensorrt_engine.TensorRTRunner` (artifacts: plan, sidecar).
-
-    ``mlflow models serve`` answers requests in threads, and a TensorRT execution context
-    holds one input shape and one set of tensor addresses at a time: requests take turns on
-    it under a lock (one engine, one context, one stream per loaded model). Class names and
-    resolution come from the pyfunc model config.
-    """
-
-    def load_context(self, context: PythonModelContext) -> None:
-        """Check the sidecar against this machine and deserialise the engine."""
-        from export.tensorrt_engine import TensorRTRunner
-
-        runner = TensorRTRunner(
-            Path(context.artifacts["plan"]), sidecar_path=Path(context.artifacts["sidecar"])
-        )
-        config = context.model_config
-        self.serve_with(runner, config[CLASS_NAMES], config["resolution"])
-
-    def serve_with(
-        self, runner: Callable[[np.ndarray], np.ndarray], class_names: list[str], resolution: int
-    ) -> None:
-        """Answer requests with ``runner`` (the engine runner; a stand-in in CPU tests)."""
-        self._runner = runner
-        self._class_names = list(class_names)
-        self._resolution = int(resolution)
-        self._lock = threading.Lock()
-
-    def predict(
-        self,
-        context: PythonModelContext,
-        model_input: np.ndarray,
-        params: dict[str, Any] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """:data:`export.serving.OUTPUT_SCHEMA` for ``images`` (N, 3, R, R) in [0, 1]."""
-        array = images_of(model_input, self._resolution)
-        with self._lock:
-            logits = self._runner(array)
-        return model_output(logits, self._class_names)
-
-
-def log_tensorrt_model(
-    engine_files: EngineFiles,
-    *,
-    name: str,
-    class_names: list[str],
-    resolution: int,
-    preprocess: Preprocess | None = None,
-) -> ModelInfo:
-    """Log a TensorRT plan and its sidecar as a pyfunc model in the active run.
-
-    No input example: MLflow would load and run the model while logging, which needs the
-    GPU that built it. The ``export`` and ``dha_train`` packages travel as code paths.
-    """
-    sidecar = read_sidecar(engine_files.plan, engine_files.sidecar)
-    if sidecar.resolution != resolution:
-        raise ExportError(
-            f"TensorRT engine {engine_files.plan} was built at resolution {sidecar.resolution}, "
-            f"but resolution {resolution} was given; pass the engine's resolution"
-        )
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=TensorRTPyfunc(),
-        artifacts={"plan": str(engine_files.plan), "sidecar": str(engine_files.sidecar)},
-        signature=model_signature(resolution, len(class_names)),
-        model_config={CLASS_NAMES: list(class_names), "resolution": int(resolution)},
-        pip_requirements=[
-            f"tensorrt=={sidecar.tensorrt_version}",
-            f"mlflow=={mlflow.__version__}",
-            f"torch=={_version('torch')}",
-            f"numpy=={np.__version__}",
-        ],
-        code_paths=[str(_PROJECT_ROOT / "export"), str(_PROJECT_ROOT / "dha_train")],
-        metadata={
-            **_metadata("tensorrt", class_names, resolution, preprocess),
-            "tensorrt_version": sidecar.tensorrt_version,
-            "gpu_name": sidecar.gpu_name,
-            "compute_capability": sidecar.compute_capability,
-            "precision": sidecar.precision,
-        },
-    )
-    logger.info("logged TensorRT model %s as %s", engine_files.plan, info.model_uri)
-    return info
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package).split("+")[0]

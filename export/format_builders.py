@@ -18,17 +18,12 @@ import torch
 from torch import nn
 
 from dha_train.data import DataBundle
-from export.flavors import log_onnx_model, log_tensorrt_model
+from export import tensorrt_flavor
+from export.flavors import log_onnx_model
 from export.onnx_export import onnx_execution_providers
 from export.runtime_report import Predictor, RuntimeReport, measure_runtime, onnx_predictor
-from export.tensorrt_engine import (
-    TensorRTRunner,
-    build_engine,
-    check_engine_parity,
-    current_platform,
-    tensorrt_status,
-    timing_cache_path,
-)
+from export.tensorrt_engine import build_engine, check_engine_parity, timing_cache_path
+from export.tensorrt_runtime import TensorRTRunner, current_platform, tensorrt_status
 
 __all__ = ["ExportInputs", "Exported", "FormatUnavailable", "export_onnx_format", "export_tensorrt"]
 
@@ -107,7 +102,7 @@ def export_tensorrt(inputs: ExportInputs) -> Exported:
     runner = TensorRTRunner(engine.plan)
     parity = check_engine_parity(inputs.model, runner, inputs.images, strict=True)
     mlflow.log_metrics(parity.metrics(f"parity.tensorrt_{inputs.precision}"))
-    info = log_tensorrt_model(
+    info = tensorrt_flavor.log_model(
         engine,
         name="tensorrt",
         class_names=inputs.class_names,

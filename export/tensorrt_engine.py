@@ -1,10 +1,10 @@
-"""ONNX -> TensorRT plan (TensorRT 10 and 11), and a runner that checks the sidecar first.
+"""ONNX -> TensorRT plan (TensorRT 10 and 11) and the engine's parity gate.
 
 Precision: fp32 builds with TF32 off (the fp32 parity gate is 1e-3). fp16 uses the
 builder's FP16 flag where it exists (TensorRT 10); TensorRT 11 removed it and builds
 strongly typed networks only, so there fp16 means an fp16 ONNX graph with fp32 inputs and
-outputs (:func:`fp16_onnx`). TensorRT and CUDA are imported inside functions; GPU memory
-is held in torch CUDA tensors.
+outputs (:func:`fp16_onnx`). TensorRT is imported inside functions; plans run through
+:class:`export.tensorrt_runtime.TensorRTRunner`.
 """
 
 from __future__ import annotations
@@ -15,23 +15,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
-from dha_train.nas.latency_runtimes import import_tensorrt
-from export.engine_sidecar import (
-    EngineFiles,
-    EngineSidecar,
-    PlatformInfo,
-    read_sidecar,
-    validate_sidecar,
-    write_engine_files,
-)
-from export.errors import EngineMismatchError, ExportError, TensorRTUnavailableError
+from export.engine_sidecar import EngineFiles, EngineSidecar, PlatformInfo, write_engine_files
+from export.errors import ExportError
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from export.parity import (
     PARITY_GATES,
@@ -41,55 +31,19 @@ from export.parity import (
     reference_logits,
     require_parity,
 )
+from export.tensorrt_runtime import (
+    TensorRTRunner,
+    current_platform,
+    require_tensorrt,
+    tensorrt_logger,
+)
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-__all__ = [
-    "tensorrt_status",
-    "require_tensorrt",
-    "current_platform",
-    "fp16_onnx",
-    "build_engine",
-    "TensorRTRunner",
-    "check_engine_parity",
-]
+__all__ = ["timing_cache_path", "fp16_onnx", "build_engine", "check_engine_parity"]
 
 logger = logging.getLogger(__name__)
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    """(available, reason): whether engines can be built and run here, and why (not)."""
-    module, reason = import_tensorrt()
-    if module is None:
-        return False, reason
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, f"TensorRT {module.__version__} on {torch.cuda.get_device_name()}"
-
-
-def require_tensorrt() -> None:
-    """Raise :class:`TensorRTUnavailableError` saying why TensorRT cannot be used here."""
-    ok, reason = tensorrt_status()
-    if not ok:
-        raise TensorRTUnavailableError(
-            f"TensorRT engines need TensorRT 10/11 and a CUDA GPU, but here: {reason}; "
-            "install the 'tensorrt' extra on a CUDA machine or drop tensorrt from formats"
-        )
-
-
-def current_platform() -> PlatformInfo:
-    """TensorRT version, GPU name, compute capability and CUDA version of this machine."""
-    require_tensorrt()
-    import tensorrt as trt
-
-    major, minor = torch.cuda.get_device_capability()
-    return PlatformInfo(
-        tensorrt_version=str(trt.__version__),
-        gpu_name=torch.cuda.get_device_name(),
-        compute_capability=f"{major}.{minor}",
-        cuda_version=str(torch.version.cuda),
-    )
 
 
 def timing_cache_path(platform: PlatformInfo) -> Path:
@@ -109,12 +63,6 @@ def fp16_onnx(onnx_path: Path, out_path: Path) -> Path:
     model = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
     onnx.save(model, str(out_path))
     return out_path
-
-
-def _trt_logger() -> trt.Logger:
-    import tensorrt as trt
-
-    return trt.Logger(trt.Logger.WARNING)
 
 
 def _parse(
@@ -201,7 +149,7 @@ def build_engine(
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = _PRECISIONS[precision](Path(onnx_path), out_dir)
 
-    builder = trt.Builder(_trt_logger())
+    builder = trt.Builder(tensorrt_logger())
     network, _parser = _parse(builder, prepared.onnx_path, strongly_typed=prepared.strongly_typed)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
@@ -252,88 +200,6 @@ def build_engine(
         "built TensorRT %s engine %s (%.1f kB)", precision, files.plan, len(plan_bytes) / 1e3
     )
     return files
-
-
-class TensorRTRunner:
-    """Loads a plan after checking its sidecar, and runs ``(N, 3, R, R)`` float32 batches.
-
-    Batches larger than the profile's maximum are split; each call synchronises its stream.
-    """
-
-    def __init__(self, plan_path: Path, *, sidecar_path: Path | None = None) -> None:
-        self.plan_path = Path(plan_path)
-        self.sidecar = read_sidecar(self.plan_path, sidecar_path)
-        require_tensorrt()
-        import tensorrt as trt
-
-        validate_sidecar(self.plan_path, self.sidecar, current_platform())
-        self._runtime = trt.Runtime(_trt_logger())
-        self._engine = self._runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
-        if self._engine is None:
-            raise EngineMismatchError(
-                f"TensorRT could not deserialise {self.plan_path} although its sidecar matches "
-                "this machine; rebuild the engine"
-            )
-        self._check_io(trt)
-        self._context = self._engine.create_execution_context()
-        self._device = torch.device("cuda", torch.cuda.current_device())
-        self._stream = torch.cuda.Stream(self._device)  # its own stream, not the legacy default
-
-    def _check_io(self, trt: ModuleType) -> None:
-        """The engine's own I/O names and dtypes must be the sidecar's, float32 in and out."""
-        engine, side = self._engine, self.sidecar
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        dtypes = {n: engine.get_tensor_dtype(n) for n in names}
-        if inputs != [side.input_name] or outputs != [side.output_name]:
-            raise EngineMismatchError(
-                f"TensorRT engine {self.plan_path.name} has inputs {inputs} and outputs "
-                f"{outputs}; its sidecar says {side.input_name!r} -> {side.output_name!r}; "
-                "rebuild the engine with build_engine"
-            )
-        wrong = {n: str(d) for n, d in dtypes.items() if d != trt.DataType.FLOAT}
-        if wrong:
-            raise EngineMismatchError(
-                f"TensorRT engine {self.plan_path.name} has non-float32 I/O {wrong}; expected "
-                "float32 inputs and outputs (fp16 engines keep fp32 I/O); rebuild the engine"
-            )
-
-    def _check(self, ok: bool, call: str) -> None:
-        if not ok:
-            raise RuntimeError(f"TensorRT {call} returned False for {self.plan_path.name}")
-
-    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
-        side = self.sidecar
-        with torch.cuda.stream(self._stream):
-            images = torch.from_numpy(batch).to(self._device, torch.float32).contiguous()
-            shape = tuple(images.shape)
-            self._check(self._context.set_input_shape(side.input_name, shape), "set_input_shape")
-            dims = self._context.get_tensor_shape(side.output_name)
-            out_shape = tuple(dims[i] for i in range(len(dims)))
-            logits = torch.empty(out_shape, dtype=torch.float32, device=self._device)
-            for name, tensor in ((side.input_name, images), (side.output_name, logits)):
-                ok = self._context.set_tensor_address(name, tensor.data_ptr())
-                self._check(ok, f"set_tensor_address({name!r})")
-            ok = self._context.execute_async_v3(self._stream.cuda_stream)
-            self._check(ok, "execute_async_v3")
-        self._stream.synchronize()
-        return logits.cpu().numpy()
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Logits ``(N, classes)`` for float32 images ``(N, 3, R, R)`` in [0, 1]."""
-        side = self.sidecar
-        expected = tuple(side.min_shape[1:])
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise EngineMismatchError(
-                f"TensorRT engine {self.plan_path.name} got input shaped {tuple(images.shape)}; "
-                f"expected (N, {', '.join(map(str, expected))}); resize images to "
-                f"{side.resolution}x{side.resolution}"
-            )
-        array = np.ascontiguousarray(images, dtype=np.float32)
-        return batched_logits(
-            self._run_batch, torch.from_numpy(array), batch_size=side.max_shape[0]
-        )
 
 
 def check_engine_parity(

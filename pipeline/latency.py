@@ -2,7 +2,7 @@
 
 Backends (registry :data:`BACKENDS`): PyTorch eager under ``torch.inference_mode`` (plain,
 fp16 autocast, channels_last, both), ONNX Runtime (CPU execution provider; CUDA provider
-when the installed onnxruntime has it) and TensorRT (when ``export.tensorrt_engine`` says it
+when the installed onnxruntime has it) and TensorRT (when ``export.tensorrt_runtime`` says it
 is usable). Devices: ``cpu`` (thread count set for the measurement, recorded, then
 restored) and ``cuda``. Every figure comes from :func:`dha_train.timing.time_callable`
 (warm-up, then a loop bounded by count and time; CUDA events and synchronisation for the
@@ -194,7 +194,8 @@ def _tensorrt_backend(*, fp16: bool) -> Backend:
         if job.device != "cuda":
             raise BackendUnavailable("TensorRT runs on CUDA only")
         _need_cuda(job)
-        from export.tensorrt_engine import TensorRTRunner, build_engine, tensorrt_status
+        from export.tensorrt_engine import build_engine
+        from export.tensorrt_runtime import TensorRTRunner, tensorrt_status
 
         ok, reason = tensorrt_status()
         if not ok:

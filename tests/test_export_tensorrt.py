@@ -1,5 +1,5 @@
 """TensorRT: the parts that need no GPU (sidecar, mismatch checks, fp16 graph conversion,
-skip logic, the MLflow pyfunc's logging), mypy against tensorrt-stubs, and, where TensorRT
+skip logic, the MLflow model's logging), mypy against tensorrt-stubs, and, where TensorRT
 and CUDA exist, real engine builds with their parity gates."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import onnx
 import pytest
 import torch
 
+from export import tensorrt_flavor
 from export.engine_sidecar import (
     EngineSidecar,
     PlatformInfo,
@@ -30,17 +31,11 @@ from export.engine_sidecar import (
     write_engine_files,
 )
 from export.errors import EngineMismatchError, ExportError, TensorRTUnavailableError
-from export.flavors import log_tensorrt_model
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_session
 from export.parity import PARITY_GATES, batched_logits, compare_logits, reference_logits
-from export.tensorrt_engine import (
-    TensorRTRunner,
-    build_engine,
-    check_engine_parity,
-    fp16_onnx,
-    require_tensorrt,
-    tensorrt_status,
-)
+from export.tensorrt_engine import build_engine, check_engine_parity, fp16_onnx
+from export.tensorrt_runtime import TensorRTRunner, require_tensorrt, tensorrt_status
+from export.tensorrt_served import ServedTensorRT
 from tests.conftest import REPO
 from tests.test_export_support import CLASS_NAMES, RESOLUTION, trained_digits
 
@@ -170,24 +165,33 @@ def test_bad_build_request_is_refused_before_tensorrt_is_needed(
         )  # fmt: skip
 
 
-def test_tensorrt_pyfunc_logs_artifacts_signature_and_requirements(mlflow_store, engine_files):
+def test_tensorrt_model_logs_files_flavor_signature_and_requirements(mlflow_store, engine_files):
     """Logging needs no GPU (no input example); loading here refuses with the reason."""
     with mlflow.start_run():
-        info = log_tensorrt_model(
+        info = tensorrt_flavor.log_model(
             engine_files, name="engine", class_names=CLASS_NAMES, resolution=RESOLUTION
         )
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 3, 32, 32)
     assert info.signature.outputs.to_dict()[0]["name"] == OUTPUT_NAME
     assert info.saved_input_example_info is None
     assert info.metadata["class_names"] == CLASS_NAMES and info.metadata["format"] == "tensorrt"
+    assert (
+        info.metadata["tensorrt_version"] == "10.13.0.35" and info.metadata["precision"] == "fp16"
+    )
+    flavor = info.flavors[tensorrt_flavor.FLAVOR_NAME]
+    assert flavor["tensorrt_version"] == "10.13.0.35" and flavor["compute_capability"] == "9.0"
+    assert info.flavors["python_function"]["loader_module"] == tensorrt_flavor.LOADER_MODULE
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
-    assert (local / "artifacts" / "net.fp16.plan").read_bytes() == engine_files.plan.read_bytes()
-    assert (local / "artifacts" / "net.fp16.plan.json").is_file()
-    requirements = (local / "requirements.txt").read_text()
+    assert (local / flavor["plan"]).read_bytes() == engine_files.plan.read_bytes()
+    assert (local / flavor["sidecar"]).read_text() == engine_files.sidecar.read_text()
+    requirements = (local / "requirements.txt").read_text().split()
     assert "tensorrt==10.13.0.35" in requirements
+    assert requirements == tensorrt_flavor.get_default_pip_requirements("10.13.0.35")
     if not tensorrt_status()[0]:
         with pytest.raises(TensorRTUnavailableError):
             mlflow.pyfunc.load_model(info.model_uri)
+        with pytest.raises(TensorRTUnavailableError):
+            tensorrt_flavor.load_model(info.model_uri)
 
 
 @pytest.mark.e2e
@@ -208,12 +212,13 @@ def test_mypy_against_tensorrt_stubs(tmp_path) -> None:
     config.write_text(
         "[mypy]\npython_version = 3.11\nfollow_imports = silent\n"
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = true\n"
-        "[mypy-tensorrt_libs,onnxconverter_common.*]\nignore_missing_imports = true\n"
+        "[mypy-tensorrt_libs,onnxconverter_common.*,cuda,cuda.*]\nignore_missing_imports = true\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir",
          str(REPO / ".mypy_cache" / "tensorrt-stubs"), "export/tensorrt_engine.py",
-         "export/engine_sidecar.py", "export/format_builders.py"],
+         "export/tensorrt_runtime.py", "export/tensorrt_served.py", "export/tensorrt_flavor.py",
+         "export/shipped_code.py", "export/engine_sidecar.py", "export/format_builders.py"],
         cwd=REPO, env={"MYPYPATH": str(stubs), "PATH": ""}, capture_output=True, text=True,
         timeout=300, check=False,
     )  # fmt: skip
@@ -291,17 +296,16 @@ class _StandInRunner:
 
 
 def test_concurrent_requests_of_different_batch_sizes_get_their_own_rows() -> None:
-    from export.flavors import OUTPUT_KEY, TensorRTPyfunc
+    from export.flavors import OUTPUT_KEY
 
     trained = trained_digits()
     runner = _StandInRunner(trained.model)
-    pyfunc = TensorRTPyfunc()
-    pyfunc.serve_with(runner, CLASS_NAMES, RESOLUTION)
+    pyfunc = ServedTensorRT(runner, CLASS_NAMES, RESOLUTION)
     images = trained.val_images.numpy()
     requests = [images[i : i + size] for i, size in enumerate([1, 3, 8, 17] * 10)]
 
     def ask(batch: np.ndarray) -> np.ndarray:
-        return pyfunc.predict(None, {INPUT_NAME: batch})[OUTPUT_KEY]  # type: ignore[arg-type]
+        return pyfunc.predict({INPUT_NAME: batch})[OUTPUT_KEY]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(ask, requests))

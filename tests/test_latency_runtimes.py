@@ -19,12 +19,12 @@ from dha_train.nas.latency_runtimes import (
     LATENCY_RUNTIMES,
     RuntimeUnavailable,
     deployment_runtime,
-    import_tensorrt,
     latency_runtime,
     ort_session,
     time_calls,
 )
 from dha_train.nas.latency_table import LatencyTable, fit_calibration, table_file_name
+from dha_train.tensorrt_import import import_tensorrt
 from export.runtime_report import onnx_predictor
 
 CPU = torch.device("cpu")

@@ -1,6 +1,7 @@
 """Every format's pyfunc answers the documented schema (export.serving.OUTPUT_SCHEMA) and
 refuses input outside [0, 1] or non-finite with a 400 error that names no value. ONNX is the
-logged MLflow model; TensorRT is its pyfunc on the CPU stand-in runner the TensorRT tests use."""
+logged MLflow model; TensorRT is its served pyfunc (export.tensorrt_served) on the CPU stand-in
+runner the TensorRT tests use."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from export.flavors import TensorRTPyfunc
 from export.serving import INPUT_NAME, OUTPUT_SCHEMA, ServingInputError
+from export.tensorrt_served import ServedTensorRT
 from tests.test_export_support import CLASS_NAMES, RESOLUTION, logged_digits_store, trained_digits
 from tests.test_export_tensorrt import _StandInRunner
 
@@ -31,9 +32,8 @@ def _onnx(logged: str) -> Predict:
 
 
 def _tensorrt(logged: str) -> Predict:
-    pyfunc = TensorRTPyfunc()
-    pyfunc.serve_with(_StandInRunner(trained_digits().model), CLASS_NAMES, RESOLUTION)
-    return lambda images: pyfunc.predict(None, {INPUT_NAME: images})  # type: ignore[arg-type]
+    served = ServedTensorRT(_StandInRunner(trained_digits().model), CLASS_NAMES, RESOLUTION)
+    return lambda images: served.predict({INPUT_NAME: images})
 
 
 SERVED: dict[str, Callable[[str], Predict]] = {"onnx": _onnx, "tensorrt": _tensorrt}

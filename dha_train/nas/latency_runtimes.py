@@ -27,13 +27,11 @@ step's ONNX Runtime measurement calls :func:`ort_session` from here.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -41,6 +39,7 @@ import torch
 from torch import nn
 
 from dha_train.errors import ConfigError, check_choice
+from dha_train.tensorrt_import import import_tensorrt
 from dha_train.timing import time_callable
 
 __all__ = [
@@ -49,8 +48,6 @@ __all__ = [
     "RuntimeUnavailable",
     "latency_runtime",
     "deployment_runtime",
-    "SUPPORTED_TENSORRT_MAJORS",
-    "import_tensorrt",
     "runtime_threads",
     "ort_session",
     "time_calls",
@@ -182,26 +179,6 @@ def _ort_version() -> str:
 
 
 # -- TensorRT ------------------------------------------------------------------------------
-SUPPORTED_TENSORRT_MAJORS = (10, 11)
-
-
-def import_tensorrt() -> tuple[ModuleType | None, str]:
-    """The real TensorRT bindings (10.x or 11.x), or None and why not (type stubs alone do
-    not count). The one check of the project; the export package's engines use it too."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None, "tensorrt not importable"
-    try:
-        import tensorrt
-    except Exception as exc:  # a broken install is a reason, not a crash
-        return None, f"tensorrt does not import ({type(exc).__name__}: {exc})"
-    if not hasattr(tensorrt, "Builder"):  # tensorrt-stubs alone leaves a namespace package
-        return None, "tensorrt not importable (only type stubs are installed)"
-    major = int(str(tensorrt.__version__).split(".")[0])
-    if major not in SUPPORTED_TENSORRT_MAJORS:
-        return None, f"TensorRT {tensorrt.__version__} is not supported (need 10.x or 11.x)"
-    return tensorrt, ""
-
-
 def _tensorrt_check(device: torch.device) -> None:
     module, reason = import_tensorrt()
     ok = module is not None

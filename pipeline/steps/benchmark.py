@@ -30,7 +30,7 @@ from dha_train.errors import ConfigError, UserError
 from dha_train.timing import time_callable
 from export.formats import FORMATS
 from export.runtime_report import Predictor, onnx_predictor, topk_accuracy
-from export.tensorrt_engine import TensorRTRunner, tensorrt_status
+from export.tensorrt_runtime import TensorRTRunner, tensorrt_status
 from export.wrap import deployable
 from pipeline.artifacts import load_derived
 from pipeline.model_uri import check_model_uri

@@ -53,7 +53,7 @@ from dha_train.spaces import baseline_architecture, draw_architecture, validate_
 from dha_train.spaces.arch import Architecture
 from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
-from export.tensorrt_engine import tensorrt_status
+from export.tensorrt_runtime import tensorrt_status
 from export.wrap import deployable
 from pipeline.artifacts import ChildRecord, log_derived
 from pipeline.class_report import log_test_report
