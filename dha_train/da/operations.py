@@ -60,12 +60,21 @@ def _autocontrast(x: Tensor, p: Tensor) -> Tensor:
     return torch.where(hi > lo, (v - lo) * (255.0 / (hi - lo).clamp_(min=1.0)), v)
 
 
+def _histograms(planes: Tensor, large: int = 1 << 14) -> Tensor:
+    """256-bin histograms of uint8 planes ``(m, P)``: large planes one ``bincount`` each (on
+    uint8, so no wider copy), small ones all in one, offset to their own bins (per-call cost
+    would dominate)."""
+    if planes.shape[1] >= large:
+        return torch.stack([torch.bincount(q, minlength=256) for q in planes])
+    offsets = torch.arange(planes.shape[0], device=planes.device, dtype=torch.int32) * 256
+    flat = (planes.int() + offsets.unsqueeze(1)).view(-1)
+    return torch.bincount(flat, minlength=planes.shape[0] * 256).view(-1, 256)
+
+
 def _equalize(x: Tensor, p: Tensor) -> Tensor:
     """PIL's ``ImageOps.equalize`` per channel: ``lut[k] = (cum[k - 1] + step // 2) // step``
     with ``step`` = (pixels - pixels at the largest value present) // 255; identity if 0."""
-    planes = x.flatten(2)  # one bincount per plane: on uint8 it needs no wider copy
-    hist = torch.stack([torch.bincount(q, minlength=256) for q in planes.flatten(0, 1)])
-    hist = hist.view(*planes.shape[:2], 256)
+    hist = _histograms(x.flatten(0, 1).flatten(1)).view(*x.shape[:2], 256)
     cum = hist.cumsum(dim=-1)
     top = hist.gather(-1, cum.argmax(dim=-1, keepdim=True))  # first k where cum is full
     step = (cum[..., -1:] - top) // 255
