@@ -150,3 +150,21 @@ def test_magnitudes_are_uniform_on_0_10_and_signs_fair() -> None:
     assert abs(float((signs > 0).float().mean()) - 0.5) < 0.03
     # first and second op of a pair draw independently
     assert abs(float(torch.corrcoef(mags.T)[0, 1])) < 0.05
+
+
+@pytest.mark.parametrize("size", [(24, 32), (7, 9)], ids=["rows-of-words", "rows-of-bytes"])
+def test_translations_are_exact_zero_filled_shifts(size: tuple[int, int]) -> None:
+    """Whole-pixel translations, shifts of the whole side or more included (zeros only),
+    equal a window of the zero-padded image exactly: ``out[u] = x[u - p]``."""
+    h, w = size
+    x = _images(h, w, n=6)
+    mags = torch.tensor([0.0, 3.0, 10.0, 10.0, 7.0, 5.0])
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    for name, dim in (("TranslateX", 2), ("TranslateY", 1)):
+        side = x.shape[dim + 1]
+        shifts = op_parameter(name, mags * 3.0, signs, (h, w)).long().clamp(-side, side)
+        out = apply_op(x, torch.full((6,), OPS.index(name)), mags * 3.0, signs)
+        for i, p in enumerate(shifts.tolist()):
+            pad = (side, side) if dim == 2 else (0, 0, side, side)
+            ref = torch.nn.functional.pad(x[i], pad).narrow(dim, side - p, side)
+            torch.testing.assert_close(out[i], ref, rtol=0, atol=0)

@@ -60,13 +60,21 @@ def _autocontrast(x: Tensor, p: Tensor) -> Tensor:
     return torch.where(hi > lo, (v - lo) * (255.0 / (hi - lo).clamp_(min=1.0)), v)
 
 
+def _histograms(planes: Tensor, large: int = 1 << 14) -> Tensor:
+    """256-bin histograms of uint8 planes ``(m, P)``: large planes one ``bincount`` each (on
+    uint8, so no wider copy), small ones all in one, offset to their own bins (per-call cost
+    would dominate)."""
+    if planes.shape[1] >= large:
+        return torch.stack([torch.bincount(q, minlength=256) for q in planes])
+    offsets = torch.arange(planes.shape[0], device=planes.device, dtype=torch.int32) * 256
+    flat = (planes.int() + offsets.unsqueeze(1)).view(-1)
+    return torch.bincount(flat, minlength=planes.shape[0] * 256).view(-1, 256)
+
+
 def _equalize(x: Tensor, p: Tensor) -> Tensor:
     """PIL's ``ImageOps.equalize`` per channel: ``lut[k] = (cum[k - 1] + step // 2) // step``
     with ``step`` = (pixels - pixels at the largest value present) // 255; identity if 0."""
-    n, c = x.shape[:2]
-    offsets = torch.arange(n * c, device=x.device, dtype=torch.int32).view(n, c, 1) * 256
-    flat = (x.flatten(2).int() + offsets).view(-1)  # one bincount for every plane
-    hist = torch.bincount(flat, minlength=n * c * 256).view(n, c, 256)
+    hist = _histograms(x.flatten(0, 1).flatten(1)).view(*x.shape[:2], 256)
     cum = hist.cumsum(dim=-1)
     top = hist.gather(-1, cum.argmax(dim=-1, keepdim=True))  # first k where cum is full
     step = (cum[..., -1:] - top) // 255
@@ -85,7 +93,10 @@ def _posterize(x: Tensor, p: Tensor) -> None:
 def _solarize(x: Tensor, p: Tensor) -> None:
     """Invert levels >= ``255 p``: 255 - v is v XOR 255."""
     threshold = torch.ceil(p * 255.0).to(torch.uint8).view(-1, 1, 1, 1)
-    x.bitwise_xor_(x.ge(threshold).view(torch.uint8).neg_())  # 0 or 255
+    # uint8 comparisons against a broadcast (or a scalar) are 4x slower here than against a
+    # tensor of the same shape, even counting the copy
+    above = x.ge(threshold.expand_as(x).contiguous())
+    x.bitwise_xor_(above.view(torch.uint8).neg_())  # 0 or 255
 
 
 def _blend_(x: Tensor, degenerate: Tensor, factor: Tensor) -> None:
@@ -138,13 +149,32 @@ def _border(x: Tensor, shift: Tensor, size: int) -> tuple[int, Tensor]:
     return k, shift.clamp(-k, k).add_(k).long()
 
 
+def _copy_windows_(x: Tensor, padded: Tensor, starts: Tensor) -> None:
+    """In place: row ``i`` of ``x`` seen as ``(starts.numel(), L)`` becomes the ``L`` elements
+    of ``padded`` (flattened) from ``starts[i]`` on: one ``index_select`` of whole rows from
+    overlapping windows, no index per pixel."""
+    flat = padded.reshape(-1)
+    length = x.numel() // starts.numel()
+    windows = flat.as_strided((flat.numel() - length + 1, length), (1, 1))
+    torch.index_select(windows, 0, starts.reshape(-1), out=x.view(-1, length))
+
+
 def _shift_rows_(x: Tensor, shift: Tensor) -> None:
     """In place: ``out[v, u] = x[v, u + shift[v]]``, zero outside (``shift`` (n, H), or
-    (n, 1) for every row alike)."""
+    (n, 1) for every row alike): each output row is a window of its row padded by k zeros."""
     n, c, h, w = x.shape
     k, start = _border(x, shift, w)
-    index = (torch.arange(w, device=x.device) + start.unsqueeze(-1)).unsqueeze(1)
-    torch.gather(F.pad(x, (k, k)), 3, index.expand(n, c, h, w), out=x)
+    rows = torch.arange(n * c * h, device=x.device).view(n, c, h) * (w + 2 * k)
+    _copy_windows_(x, F.pad(x, (k, k)), rows + start.expand(n, h).unsqueeze(1))
+
+
+def _shift_planes_(x: Tensor, shift: Tensor) -> None:
+    """In place: ``out[v, u] = x[v + shift, u]``, zero outside (``shift`` (n,)): each output
+    plane is a window of its plane padded by k zero rows."""
+    n, c, h, w = x.shape
+    k, start = _border(x, shift, h)
+    planes = torch.arange(n * c, device=x.device).view(n, c) * ((h + 2 * k) * w)
+    _copy_windows_(x, F.pad(x, (0, 0, k, k)), planes + start.view(n, 1) * w)
 
 
 def _shift_columns_(x: Tensor, shift: Tensor) -> None:
@@ -182,7 +212,7 @@ def _translate_x(x: Tensor, p: Tensor) -> None:
 
 
 def _translate_y(x: Tensor, p: Tensor) -> None:
-    _shift_columns_(x, -p.view(-1, 1).expand(-1, x.shape[3]))
+    _shift_planes_(x, -p)
 
 
 def affine_matrix(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tensor) -> Tensor:
