@@ -1,10 +1,13 @@
-"""DESIGN.md's recipes for a dataset, a mode, a format, a cell operation and a step, followed
-once: one registry or table entry each, and the CLI, the defaults, the trainer, the export
-step, the cell supernet and the MLproject take it up (the space recipe: test_toy_space.py)."""
+"""DESIGN.md's recipes for a dataset, a mode, a format, a cell operation, a DA operation and a
+step, followed once: one registry or table entry each, and the CLI, the defaults, the
+trainer, the export step, the cell supernet, the DA policy and the MLproject take it up (the
+space recipe: test_toy_space.py)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import types
 from dataclasses import replace
@@ -34,7 +37,7 @@ from pipeline.params import PARAMS, STEP_PARAMS, add_params, mlproject_yaml, par
 from pipeline.runs import step_run
 from pipeline.steps.search_train import resolve
 from tests import test_budgets, test_spaces
-from tests.conftest import SPACE_CONFIGS
+from tests.conftest import REPO, SPACE_CONFIGS
 from tests.test_trainer import RecordingSink
 
 
@@ -179,3 +182,58 @@ def test_a_step_added_to_the_tables_is_a_command_an_entry_point_and_an_output(
     assert ran.data.params == {"search_run_id": search.info.run_id[:8]}
     assert output_uri("class_count", ran.info.run_id).endswith("/class_count.json")
     assert read_output_json("class_count", ran.info.run_id) == {"classes": 10}
+
+
+# the DA recipe's one edit: an AugmentOp entry in AUGMENT_OPS (before Identity, which ends
+# the paper's order); Invert is a table op: one table (n, 1, 256) of level v -> 255 - v
+_INVERT = (
+    '        AugmentOp("Invert", 0.0, False, '
+    "table=lambda x, p: (255.0 - _levels(x)).expand(len(p), 1, 256)),\n"
+)
+_USE_INVERT = """
+import torch
+from dha_train.da.augment import apply_op, apply_pairs, sample_magnitudes
+from dha_train.da.operations import NUM_OPS, OPS
+from dha_train.da.policy import AugmentPolicy
+from dha_train.data import load_dataset
+from dha_train.plots import tau_heatmap
+
+assert NUM_OPS == 15 and OPS[-2:] == ("Invert", "Identity"), OPS
+policy = AugmentPolicy()
+assert policy.probs().shape == (15, 15)  # the pair table grew with the op
+gen = torch.Generator().manual_seed(0)
+pairs = policy.sample(4096, gen)
+assert (pairs == OPS.index("Invert")).any(dim=1).float().mean() > 0.05  # it is drawn
+images = torch.stack([x for x, _ in load_dataset("digits", None, 16, 0).train][:8])
+x = images.mul(255).round().to(torch.uint8)
+mags, signs = sample_magnitudes(8, gen)
+out = apply_op(x, torch.full((8,), OPS.index("Invert")), mags[:, 0], signs[:, 0])
+assert torch.equal(out, (255 - x).float() / 255)  # the op applied, floats in [0, 1]
+both = torch.full((8, 2), OPS.index("Invert"))
+assert torch.allclose(apply_pairs(x, both, mags, signs), x.float() / 255)  # twice: identity
+figure = tau_heatmap(policy.probs().detach().numpy())
+ticks = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+assert "Invert" in ticks and len(ticks) == 15
+print("ok")
+"""
+
+
+def test_a_da_operation_added_to_the_table_is_drawn_applied_and_plotted(tmp_path: Path) -> None:
+    """The recipe followed as a contributor would: one entry added to AUGMENT_OPS in a copy
+    of the package's source, which a fresh interpreter then imports."""
+    package = tmp_path / "dha_train"
+    shutil.copytree(REPO / "dha_train", package, ignore=shutil.ignore_patterns("__pycache__"))
+    source = package / "da" / "operations.py"
+    anchor = '        AugmentOp("Identity", 0.0, False),\n'
+    text = source.read_text()
+    assert text.count(anchor) == 1
+    source.write_text(text.replace(anchor, _INVERT + anchor))
+    run = subprocess.run(
+        [sys.executable, "-c", _USE_INVERT],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
