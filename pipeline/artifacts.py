@@ -23,12 +23,14 @@ from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
 from pipeline.outputs import STEP_OUTPUTS, download_output
 from pipeline.run_ids import resolve_run_id
+from pipeline.runs import default_tracking_uri
 
 __all__ = [
     "ChildRecord",
     "DerivedModel",
     "log_derived",
     "load_derived",
+    "search_run_id",
     "DESCRIPTIVE_KEYS",
 ]
 
@@ -62,7 +64,7 @@ class ChildRecord:
     max_params_m: float | None = None
     max_flops_m: float | None = None
     max_latency_ms: float | None = None
-    top1: float | None = None  # percent, on the test split (set by derive)
+    top1: float | None = None  # percent, on the test split (set by search_train)
     top5: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +79,7 @@ class ChildRecord:
         if version != CHILD_SCHEMA_VERSION:
             raise UserError(
                 f"child meta.json has schema_version {version!r}, this dha reads "
-                f"{CHILD_SCHEMA_VERSION}: re-run search_train and derive with this version"
+                f"{CHILD_SCHEMA_VERSION}: re-run search_train with this version"
             )
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names - {"schema_version"})
@@ -138,6 +140,12 @@ def log_derived(arch: Architecture, model: nn.Module, record: ChildRecord) -> No
         torch.save(model.state_dict(), local / "weights.pt")
         (local / "meta.json").write_text(json.dumps(record.to_dict(), indent=2))
         mlflow.log_artifacts(str(tmp), STEP_OUTPUTS["search_train"])
+
+
+def search_run_id(given: str) -> str:
+    """The full id of the search_train run ``given`` names (a prefix will do), checked
+    before a step opens its own run: a mistyped id then leaves no FAILED run behind."""
+    return resolve_run_id(MlflowClient(default_tracking_uri()), given, what="search_train run")
 
 
 def load_derived(run_id: str) -> DerivedModel:

@@ -45,6 +45,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# what moved, and where to (subcommand, flag or None): one line instead of argparse's error
+MOVED: dict[tuple[str, str | None], str] = {
+    ("derive", None): "dha derive is gone: search-train derives the child and evaluates it on "
+    "the test split (its run's child/); pass that run id to measure and export as "
+    "--search-run-id",
+    ("measure", "--arch"): "the standalone measurement is now dha profile --arch ... "
+    "(dha measure is the pipeline step: --search-run-id)",
+}
+
+
+def _moved(argv: Sequence[str]) -> str | None:
+    command = _command(argv)
+    for (name, flag), hint in MOVED.items():
+        if command == name and (flag is None or flag in argv):
+            return hint
+    return None
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line, with a 'did you mean' for misspelt flags."""
@@ -120,6 +137,10 @@ def build_parser(
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own
+    hint = _moved(argv)
+    if hint is not None:
+        sys.stderr.write(f"error: {hint}\n")
+        return 2
     parser, subparsers = build_parser(_command(argv))
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:

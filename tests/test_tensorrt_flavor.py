@@ -1,7 +1,12 @@
 """The TensorRT flavor ships only the code its loader imports and requires only what that code
 imports (pinned), and a model logged with it loads and answers in a fresh virtual environment
 built from exactly its requirements.txt, TensorRT and cuda-bindings replaced by the CPU
-stand-ins in tests/gpu_stubs (the two GPU libraries; everything else installed from PyPI)."""
+stand-ins in tests/gpu_stubs (the two GPU libraries; everything else installed from PyPI).
+
+The fresh environment holds the requirements and what they depend on (mlflow brings pandas,
+scipy, flask, ...), so an undeclared import that mlflow happens to pull in would still load
+there: the ast tests above are what guard the requirements themselves; the fresh
+environment proves they suffice, and that torch, dha_train and onnx are not needed."""
 
 from __future__ import annotations
 
@@ -71,6 +76,7 @@ def test_shipped_code_is_closed_and_holds_nothing_unneeded() -> None:
 
 
 def test_requirements_are_the_imports_of_the_shipped_code_pinned() -> None:
+    pytest.importorskip("cuda.bindings", reason="cuda-bindings (here from torch's CUDA wheel)")
     assert tensorrt_flavor.get_default_pip_requirements(TRT) == [
         f"cuda-bindings=={_dist_version('cuda-bindings')}",
         f"mlflow=={mlflow.__version__}",  # the package named after the import, not -skinny

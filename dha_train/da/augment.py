@@ -102,10 +102,11 @@ def apply_pairs(x: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor) -> 
 
 
 def _to_unit_float(x: Tensor, order: Tensor, dtype: torch.dtype, chunk: int = 1 << 19) -> Tensor:
-    """``x[order] / 255`` as ``dtype``, a few samples at a time: each chunk is divided while
-    it is still in cache (one pass over the float batch instead of two)."""
+    """``x[order] / 255`` as ``dtype``; on the CPU a few samples at a time, so that each chunk
+    is divided while it is still in cache (one pass over the float batch instead of two); on
+    a GPU in one go (a chunk is a kernel launch there, not a cache's worth)."""
     out = torch.empty(x.shape, dtype=dtype, device=x.device)
-    step = max(1, chunk // x[0].numel())
+    step = max(1, chunk // x[0].numel()) if x.device.type == "cpu" else x.shape[0]
     for i in range(0, x.shape[0], step):
         part = out[i : i + step]
         part.copy_(x.index_select(0, order[i : i + step])).div_(255.0)

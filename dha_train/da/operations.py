@@ -61,10 +61,10 @@ def _autocontrast(x: Tensor, p: Tensor) -> Tensor:
 
 
 def _histograms(planes: Tensor, large: int = 1 << 14) -> Tensor:
-    """256-bin histograms of uint8 planes ``(m, P)``: large planes one ``bincount`` each (on
-    uint8, so no wider copy), small ones all in one, offset to their own bins (per-call cost
-    would dominate)."""
-    if planes.shape[1] >= large:
+    """256-bin histograms of uint8 planes ``(m, P)``: on the CPU, large planes one
+    ``bincount`` each (on uint8, so no wider copy); small ones, and every plane on a GPU
+    (where each ``bincount`` waits for the host), all in one, offset to their own bins."""
+    if planes.shape[1] >= large and planes.device.type == "cpu":
         return torch.stack([torch.bincount(q, minlength=256) for q in planes])
     offsets = torch.arange(planes.shape[0], device=planes.device, dtype=torch.int32) * 256
     flat = (planes.int() + offsets.unsqueeze(1)).view(-1)

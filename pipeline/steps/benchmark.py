@@ -115,7 +115,10 @@ def _format_predictor(fmt: str, local: Path) -> tuple[Predictor | None, str]:
 def benchmark_table(export_run_id: str, args: argparse.Namespace) -> list[BenchRow]:
     """The rows for export run ``export_run_id``: PyTorch eager first, then every format."""
     exported = read_output_json("export", export_run_id)
-    search_run_id = MlflowClient().get_run(export_run_id).data.params.get("search_run_id", "")
+    params = MlflowClient().get_run(export_run_id).data.params
+    # an export run from before derive was folded into search_train names the derive run,
+    # whose child/ holds the same record
+    search_run_id = params.get("search_run_id") or params.get("derive_run_id", "")
     derived = load_derived(search_run_id)
     rec = derived.record
     data = load_dataset(rec.dataset, rec.data_dir or None, rec.resolution, rec.seed)

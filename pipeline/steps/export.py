@@ -31,7 +31,7 @@ from export.formats import FORMATS
 from export.onnx_export import check_onnx_parity, export_onnx
 from export.runtime_report import RuntimeReport
 from export.wrap import deployable
-from pipeline.artifacts import load_derived
+from pipeline.artifacts import load_derived, search_run_id
 from pipeline.outputs import STEP_OUTPUTS
 from pipeline.params import STEP_PARAMS, add_params, parse_formats, parse_values
 from pipeline.runs import step_run
@@ -54,9 +54,10 @@ def parity_images(data: DataBundle, limit: int = PARITY_IMAGES) -> torch.Tensor:
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["export"])
     formats = parse_formats(values["formats"])
+    search_run = search_run_id(values["search_run_id"])
     with step_run("export", values) as active, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        derived = load_derived(values["search_run_id"])
+        derived = load_derived(search_run)
         record = derived.record
         model = deployable(derived.model, record.mean, record.std).eval()
         data = load_dataset(record.dataset, record.data_dir or None, record.resolution, record.seed)

@@ -5,7 +5,9 @@ Times the child of ``--search-run-id`` (params, multiply-adds, latency with each
 reference architectures (``--references``), at the paper's setting and at the run's own
 input size and class count. Logs table5/table5.{md,csv,json}, the JSON reports, the metrics
 ``params_m``, ``flops_m``, ``top1``, ``top5``, ``latency_ms.<backend>.<device>.bs<N>`` and
-the ``dha.*`` tags to its MLflow run. One architecture outside a run: ``dha profile``.
+the ``dha.*`` tags to its MLflow run. Timings use all CPU threads and about 2 s per
+configuration, so a run stays short; for medians that repeat on a shared machine, time one
+architecture outside a run with ``dha profile --threads 1 --max-seconds 20``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 
 import mlflow
 
-from pipeline.artifacts import DerivedModel, load_derived
+from pipeline.artifacts import DerivedModel, load_derived, search_run_id
 from pipeline.latency import parse_backends
 from pipeline.measurement import measure_model
 from pipeline.params import STEP_PARAMS, add_params, parse_values
@@ -39,9 +41,10 @@ def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["measure"])
     device = values["target_device"]
     backends = parse_backends(values["backends"])
+    search_run = search_run_id(values["search_run_id"])
     references = [r.strip() for r in values["references"].split(",") if r.strip()]
     with step_run("measure", values) as active:
-        derived: DerivedModel = load_derived(values["search_run_id"])
+        derived: DerivedModel = load_derived(search_run)
         mlflow.set_tags({f"dha.{k}": v for k, v in derived.descriptive_tags().items()})
         report = measure_model(
             derived.model,
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
             name="derived",
             kind="arch",
             space=derived.space,
-            source=f"runs:/{values['search_run_id']}",
+            source=f"runs:/{search_run}",
         )
         options = {"devices": (device,), "backends": backends}
         refs = measure_references(references, **options)
