@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
+from export.serving import in_batches
 
 __all__ = [
     "ParityGate",
@@ -104,12 +105,7 @@ def batched_logits(
     run: Callable[[np.ndarray], np.ndarray], images: torch.Tensor, *, batch_size: int
 ) -> np.ndarray:
     """Run a numpy backend over ``images`` (float32 ``(N, 3, R, R)``) in batches."""
-    array = images.detach().cpu().float().numpy()
-    parts = [
-        run(np.ascontiguousarray(array[i : i + batch_size]))
-        for i in range(0, len(array), batch_size)
-    ]
-    return np.concatenate(parts, axis=0)
+    return in_batches(run, images.detach().cpu().float().numpy(), batch_size=batch_size)
 
 
 @torch.no_grad()

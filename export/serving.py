@@ -18,6 +18,7 @@ imports nothing else from the project.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "ServingInputError",
     "input_problem",
     "images_of",
+    "in_batches",
     "model_output",
     "output_schema",
     "ServedOnnx",
@@ -115,6 +117,19 @@ def images_of(model_input: Any, resolution: int) -> np.ndarray:
     if (problem := input_problem(model_input, resolution)) is not None:
         raise ServingInputError(problem)
     return np.ascontiguousarray(model_input, dtype=np.float32)
+
+
+def in_batches(
+    run: Callable[[np.ndarray], np.ndarray], array: np.ndarray, *, batch_size: int
+) -> np.ndarray:
+    """``run`` over ``array`` (N, ...) in contiguous slices of at most ``batch_size`` rows,
+    the results concatenated along the first axis (an engine's largest profile batch, a
+    parity check's batch)."""
+    parts = [
+        run(np.ascontiguousarray(array[i : i + batch_size]))
+        for i in range(0, len(array), batch_size)
+    ]
+    return np.concatenate(parts, axis=0)
 
 
 def model_output(logits: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:

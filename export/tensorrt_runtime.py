@@ -17,6 +17,7 @@ import numpy as np
 from dha_train.tensorrt_import import import_tensorrt
 from export.engine_sidecar import PlatformInfo, read_sidecar, validate_sidecar
 from export.errors import EngineMismatchError, TensorRTUnavailableError
+from export.serving import in_batches
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -189,10 +190,10 @@ class TensorRTRunner:
                 f"expected (N, {', '.join(map(str, expected))}); resize images to "
                 f"{side.resolution}x{side.resolution}"
             )
-        array = np.ascontiguousarray(images, dtype=np.float32)
-        step = side.max_shape[0]
-        parts = [self._run_batch(array[i : i + step]) for i in range(0, len(array), step)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.num_classes), np.float32)
+        array = np.asarray(images, dtype=np.float32)
+        if not len(array):
+            return np.zeros((0, self.num_classes), np.float32)
+        return in_batches(self._run_batch, array, batch_size=side.max_shape[0])
 
     def __del__(self) -> None:
         """Give the device buffers and the stream back (nothing to do if loading failed)."""
