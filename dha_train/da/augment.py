@@ -60,11 +60,9 @@ _STAGE_ORDER: tuple[int, ...] = tuple(
 _RANK = torch.tensor([_STAGE_ORDER.index(k) for k in range(NUM_OPS)])
 
 
-def _apply_sorted(x: Tensor, op_ids: Tensor, magnitudes: Tensor, signs: Tensor) -> None:
+def _apply_sorted(x: Tensor, op_ids: Tensor, params: Tensor) -> None:
     """One stage in place on a uint8 batch already sorted by ``_RANK[op_ids]``."""
-    h, w = x.shape[-2:]
     counts = torch.bincount(op_ids, minlength=NUM_OPS).tolist()
-    params = op_parameters(op_ids, magnitudes, signs, (h, w))
     start, tables, table_rows = 0, [], []
     for k in _STAGE_ORDER:
         if counts[k] == 0:
@@ -92,12 +90,14 @@ def apply_pairs(x: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor) -> 
     dtype = x.dtype if x.is_floating_point() else torch.float32
     if x.dtype != torch.uint8:
         x = x.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+    params = op_parameters(pairs, magnitudes, signs, x.shape[-2:])
+    rank = _RANK.to(pairs.device)[pairs]
     rows = torch.arange(x.shape[0], device=x.device)  # rows[j]: the sample held in row j
     for stage in range(pairs.shape[1]):
-        order = torch.argsort(_RANK.to(pairs.device)[pairs[rows, stage]], stable=True)
+        order = torch.argsort(rank[rows, stage], stable=True)
         rows = rows[order]
         x = _select_rows(x, order)  # a new tensor, changed in place below
-        _apply_sorted(x, pairs[rows, stage], magnitudes[rows, stage], signs[rows, stage])
+        _apply_sorted(x, pairs[rows, stage], params[rows, stage])
     return _to_unit_float(x, torch.argsort(rows), dtype)
 
 

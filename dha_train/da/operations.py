@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +36,23 @@ MAX_MAGNITUDE = 10.0
 _GRAY = (0.299, 0.587, 0.114)  # PIL's "L" conversion weights
 
 
+_CONSTANTS: dict[str, Callable[[torch.device], Tensor]] = {
+    "levels": lambda d: torch.arange(256, device=d, dtype=torch.float32).view(1, 1, 256),
+    "gray": lambda d: torch.tensor(_GRAY, device=d),
+    "columns": lambda d: _COLUMNS.to(d),  # op_parameters' table, defined below
+}
+
+
+@cache
+def _constant(device: torch.device, name: str) -> Tensor:
+    """The constant ``name`` of :data:`_CONSTANTS` on ``device``, made once (an op would
+    otherwise spend longer building it than using it): read-only, shared by every call."""
+    return _CONSTANTS[name](device)
+
+
 def _levels(x: Tensor) -> Tensor:
-    """The 256 input levels as float ``(1, 1, 256)`` on ``x``'s device."""
-    return torch.arange(256, device=x.device, dtype=torch.float32).view(1, 1, 256)
+    """The 256 input levels as float ``(1, 1, 256)`` on ``x``'s device (read-only)."""
+    return _constant(x.device, "levels")
 
 
 # Table ops: (x_group uint8 (n, C, H, W), params (n,)) -> output level per input level,
@@ -49,7 +64,7 @@ def _brightness(x: Tensor, p: Tensor) -> Tensor:
 def _contrast(x: Tensor, p: Tensor) -> Tensor:
     """Blend with the mean of the gray image: a mean of channel means."""
     means = x.sum(dim=(2, 3), dtype=torch.float32) / (x.shape[2] * x.shape[3])
-    gray = means @ torch.tensor(_GRAY, device=x.device)
+    gray = means @ _constant(x.device, "gray")
     return torch.lerp(gray.view(-1, 1, 1), _levels(x), p.view(-1, 1, 1))
 
 
@@ -73,13 +88,13 @@ def _histograms(planes: Tensor, large: int = 1 << 14) -> Tensor:
 
 def _equalize(x: Tensor, p: Tensor) -> Tensor:
     """PIL's ``ImageOps.equalize`` per channel: ``lut[k] = (cum[k - 1] + step // 2) // step``
-    with ``step`` = (pixels - pixels at the largest value present) // 255; identity if 0."""
+    with ``step`` = (pixels - pixels at the largest value present) // 255; identity if 0.
+    ``cum[k - 1]`` is the exclusive cumulative sum ``cum[k] - hist[k]`` (0 at k = 0)."""
     hist = _histograms(x.flatten(0, 1).flatten(1)).view(*x.shape[:2], 256)
     cum = hist.cumsum(dim=-1)
     top = hist.gather(-1, cum.argmax(dim=-1, keepdim=True))  # first k where cum is full
     step = (cum[..., -1:] - top) // 255
-    lut = (cum[..., :-1] + step // 2) // step.clamp(min=1)
-    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut], dim=-1)
+    lut = (cum - hist + step // 2) // step.clamp(min=1)
     return torch.where(step > 0, lut.float(), _levels(x))
 
 
@@ -284,8 +299,10 @@ def op_parameters(
 ) -> Tensor:
     """Map magnitudes in ``[0, 10]`` to each sample's op parameter (torchvision's convention):
     enhance ops the blend factor ``1 + v``; translations whole pixels; posterize the number of
-    bits kept; solarize the threshold in ``[0, 1]``. One call for a whole stage."""
-    scale, signed, base, slope, rounds, truncs = _COLUMNS.to(magnitudes.device)[op_ids].unbind(1)
+    bits kept; solarize the threshold in ``[0, 1]``. Elementwise: one call for a whole batch
+    of pairs."""
+    columns = _constant(magnitudes.device, "columns")[op_ids]
+    scale, signed, base, slope, rounds, truncs = columns.unbind(-1)
     v = magnitudes * scale * torch.where(signed > 0, signs, torch.ones_like(signs))
     for name, dim in _SIDE.items():
         v = torch.where(op_ids == OPS.index(name), v * size[dim], v)
@@ -299,24 +316,30 @@ def op_parameter(name: str, magnitude: Tensor, sign: Tensor, size: tuple[int, in
     return op_parameters(ids, magnitude, sign, size)
 
 
-def _source_index(inverse: Tensor, size: int, xs: Tensor, ys: Tensor) -> Tensor:
-    """Nearest source index + 1 along one axis, ``(n, H, W)``, clamped onto the zero border:
-    PIL's ``floor`` of the source coordinate of each output pixel centre."""
-    a, b, c = inverse.unbind(-1)
-    u = a.view(-1, 1, 1) * xs + (b.view(-1, 1) * ys + c.view(-1, 1)).unsqueeze(-1)
-    return u.floor_().clamp_(-1.0, float(size)).add_(1.0)
+@lru_cache(maxsize=64)
+def _pixel_centres(device: torch.device, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`warp`'s read-only grid: pixel centres ``(W,)`` and ``(H, 1)``, and the upper
+    clamp of each axis's source index ``(1, 2, 1, 1)``."""
+    xs = torch.arange(w, device=device, dtype=torch.float32) + 0.5
+    ys = torch.arange(h, device=device, dtype=torch.float32).add_(0.5).unsqueeze(-1)
+    return xs, ys, torch.tensor([w, h], device=device, dtype=torch.float32).view(1, 2, 1, 1)
 
 
 def warp(x: Tensor, inverse: Tensor) -> Tensor:
     """Apply per-sample inverse pixel matrices ``(B, 2, 3)``: nearest, zero fill, any dtype.
 
-    One gather from the image padded by a zero border, with one index per output pixel.
+    One gather from the image padded by a zero border, with one index per output pixel: the
+    nearest source pixel is PIL's ``floor`` of the source coordinate of each output pixel
+    centre, clamped onto the border (both axes computed together).
     """
     b, c, h, w = x.shape
-    m = inverse.to(device=x.device, dtype=torch.float32)
-    xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
-    index = _source_index(m[:, 1], h, xs, ys).mul_(w + 2).add_(_source_index(m[:, 0], w, xs, ys))
+    m = inverse.to(device=x.device, dtype=torch.float32)[..., None, None]  # (B, 2, 3, 1, 1)
+    per_x, per_y, offset = m.unbind(2)
+    xs, ys, limit = _pixel_centres(x.device, h, w)
+    # (B, 2, H, W): source x (axis 0) and y (axis 1) of every output pixel
+    src = torch.add(per_x * xs, per_y * ys + offset)
+    src = src.floor_().clamp_(min=-1.0).clamp_(max=limit).add_(1.0)
+    index = src[:, 1].mul_(w + 2).add_(src[:, 0])
     index = index.long().view(b, 1, h * w).expand(b, c, h * w)
     padded = F.pad(x, (1, 1, 1, 1)).view(b, c, -1)
     return torch.gather(padded, 2, index).view(b, c, h, w)

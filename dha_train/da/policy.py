@@ -42,8 +42,9 @@ class AugmentPolicy(nn.Module):
         """One ordered pair per sample, ``(batch, 2)`` op ids, by Gumbel-max from ``p(tau)``."""
         logits = self.tau.detach().flatten().to(generator.device)
         u = torch.rand(batch, logits.numel(), generator=generator, device=generator.device)
-        gumbel = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
-        flat = torch.argmax(logits + gumbel, dim=1)
+        # Gumbel noise -log(-log u), in place on u (the same float operations, no copies)
+        gumbel = u.clamp_min_(1e-20).log_().neg_().clamp_min_(1e-20).log_().neg_()
+        flat = torch.argmax(gumbel.add_(logits), dim=1)
         return torch.stack([flat // self.num_ops, flat % self.num_ops], dim=1)
 
     def loss(self, pairs: Tensor, per_sample_loss: Tensor) -> Tensor:
