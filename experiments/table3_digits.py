@@ -11,6 +11,13 @@ the same number of steps. Writes a markdown table (and the raw JSON) with test t
 std, params, FLOPs, KL(p(tau) || uniform), the final lr and wd, and how many decision units
 agree between seeds beside the agreement that chance gives.
 
+Two diagnostic rows separate the size and the training of ``dha`` from its choice; each takes
+the ``dha`` child of the same split and seed, so they run in a second phase after ``dha``
+(which ``--rows`` gains when they are asked for without it): ``dha_fixed`` trains that child
+from scratch as a fixed network like ``random`` (mode ``da_hpo``), and ``random_matched``
+trains the architecture ``random`` would draw, projected onto a params budget equal to that
+child's params (same size as dha's choice), the same way.
+
     python experiments/table3_digits.py                     # the study (tens of minutes)
     python experiments/table3_digits.py --smoke             # seconds: one seed, a few steps
 
@@ -20,6 +27,7 @@ Not part of CI; ``tests/test_experiments.py`` runs the smoke version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -29,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -47,6 +56,7 @@ from dha_train.nas.cost_model import CostModel  # noqa: E402
 from dha_train.nas.counting import count_flops, count_params  # noqa: E402
 from dha_train.nas.ista import top_k_support  # noqa: E402
 from dha_train.spaces import build_supernet  # noqa: E402
+from dha_train.spaces.arch import architecture_from_dict  # noqa: E402
 from dha_train.spaces.base import SpaceConfig  # noqa: E402
 from dha_train.train_config import TrainConfig  # noqa: E402
 
@@ -60,8 +70,16 @@ ROWS = (
     "sequential_da",
     "sequential_hpo",
     "random",
+    "dha_fixed",
+    "random_matched",
     "baseline",
 )
+# rows trained in a second phase from the dha result of the same (split, seed); all da_hpo
+DERIVED = ("dha_fixed", "random_matched")
+MODE_OF_ROW = {"random": "da_hpo", "dha_alpha": "dha"} | dict.fromkeys(DERIVED, "da_hpo")
+# what a job says (a result holds these and its figures)
+JOB_KEYS = ("row", "seed", "split", "fraction", "epochs", "batch_size", "max_params_m",
+            "limit_steps")  # fmt: skip
 RESOLUTION, WIDTH = 16, 0.35  # the default run's digits setting
 
 
@@ -106,9 +124,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     space = _space(data)
     budget = Budget(max_params_m=job["max_params_m"])
     extra: dict[str, Any] = {}
-    mode = {"random": "da_hpo", "dha_alpha": "dha"}.get(row, row)
-    if row == "random":
+    mode = MODE_OF_ROW.get(row, row)
+    if row in ("random", "random_matched"):  # random_matched: max_params_m is dha's params
         extra["architecture"] = random_architecture(space, budget, seed)
+    if row == "dha_fixed":
+        extra["architecture"] = architecture_from_dict(job["architecture"])
     if row == "dha_alpha":
         extra["arch_weighting"] = "alpha"
     cfg = TrainConfig(
@@ -139,9 +159,42 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "lr": result.lr_trajectory[-1][1] if result.lr_trajectory else cfg.lr,
         "wd": result.wd_trajectory[-1][1] if result.wd_trajectory else cfg.wd,
         "blocks": list(result.architecture.blocks),
+        "architecture": result.architecture.to_dict(),
         "first_freeze": next((e for h in result.history for e in h.get("freeze_events", [])), None),
         "seconds": time.perf_counter() - start,
     }
+
+
+def derived_jobs(rows: list[str], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Phase 2: one job per derived row and dha result, taking that (split, seed)'s child:
+    ``dha_fixed`` its architecture, ``random_matched`` its params as the budget."""
+    jobs = []
+    for dha in (r for r in results if r["row"] == "dha"):
+        base = {k: dha[k] for k in JOB_KEYS}
+        for row in (r for r in rows if r in DERIVED):
+            job = base | {"row": row}
+            if row == "dha_fixed":
+                job["architecture"] = dha["architecture"]
+            else:
+                job["max_params_m"] = dha["params_m"]
+            jobs.append(job)
+    return jobs
+
+
+def run_jobs(jobs: list[dict[str, Any]], processes: int) -> list[dict[str, Any]]:
+    """Run ``jobs`` (side by side when ``processes`` > 1), printing each as it finishes."""
+    results: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        done: Iterator[dict[str, Any]] = map(run_one, jobs)
+        if processes > 1 and len(jobs) > 1:
+            pool = stack.enter_context(get_context("spawn").Pool(processes))
+            done = pool.imap_unordered(run_one, jobs)
+        for i, res in enumerate(done, 1):
+            results.append(res)
+            what = f"{res['split']} {res['row']} seed {res['seed']}"
+            took = f"{res['seconds'] / 60:.1f} min"
+            print(f"[{i}/{len(jobs)}] {what}: top-1 {res['top1']:.1f}% ({took})", flush=True)
+    return results
 
 
 def agreement(blocks: list[list[str]]) -> float | None:
@@ -202,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if any(r in DERIVED for r in rows) and "dha" not in rows:
+        print(f"--rows: {', '.join(DERIVED)} need dha's child; adding dha", file=sys.stderr)
+        rows.insert(0, "dha")
     seeds = [int(s) for s in args.seeds.split(",")]
     limit = 2 if args.smoke else None
     epochs = 2 if args.smoke else args.epochs
@@ -212,18 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [
         {"row": r, "seed": s, "split": name, "fraction": frac, "epochs": ep,
          "batch_size": args.batch_size, "max_params_m": args.max_params_m, "limit_steps": limit}
-        for name, (frac, ep) in splits.items() for r in rows for s in seeds
+        for name, (frac, ep) in splits.items() for r in rows if r not in DERIVED for s in seeds
     ]  # fmt: skip
     start = time.perf_counter()
-    if args.processes > 1:
-        with get_context("spawn").Pool(args.processes) as pool:
-            results = []
-            for i, res in enumerate(pool.imap_unordered(run_one, jobs), 1):
-                results.append(res)
-                what = f"{res['split']} {res['row']} seed {res['seed']}"
-                print(f"[{i}/{len(jobs)}] {what}: top-1 {res['top1']:.1f}%", flush=True)
-    else:
-        results = [run_one(job) for job in jobs]
+    results = run_jobs(jobs, args.processes)
+    results += run_jobs(derived_jobs(rows, results), args.processes)
     results.sort(key=lambda r: (list(splits).index(r["split"]), rows.index(r["row"]), r["seed"]))
     wall = time.perf_counter() - start
     data = load_dataset("digits", None, RESOLUTION, 0)

@@ -19,12 +19,12 @@ def test_table3_study_smoke(tmp_path: Path) -> None:
     spec.loader.exec_module(study)
     out = tmp_path / "study"
     study.main(
-        ["--smoke", "--seeds", "0,1", "--rows", "dha,random,baseline", "--processes", "1",
-         "--out", str(out)]
+        ["--smoke", "--seeds", "0,1", "--rows", "random,baseline,dha_fixed,random_matched",
+         "--processes", "1", "--out", str(out)]
     )  # fmt: skip
     table = (out / "table3_digits.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| full") or "| low" in line]
-    assert len(rows) == 6, table  # 3 rows x 2 splits
+    assert len(rows) == 10, table  # 5 rows x 2 splits: the derived rows added dha
     dha = next(line for line in rows if line.startswith("| full | dha |"))
     assert "(chance" in dha and "±" in dha
     baseline = next(line for line in rows if line.startswith("| full | baseline |"))
@@ -34,3 +34,15 @@ def test_table3_study_smoke(tmp_path: Path) -> None:
     randoms = [r["blocks"] for r in raw if r["row"] == "random" and r["split"] == "full"]
     assert randoms[0] != randoms[1]
     assert all(r["params_m"] <= 0.4 + 1e-9 for r in raw if r["row"] == "random")
+    # the derived rows take the dha child of the same split and seed: dha_fixed trains it,
+    # random_matched a random architecture no larger than it
+    dha = {(r["split"], r["seed"]): r for r in raw if r["row"] == "dha"}
+    for r in raw:
+        child = dha[r["split"], r["seed"]]
+        if r["row"] == "dha_fixed":
+            assert r["blocks"] == child["blocks"]
+            assert r["params_m"] == pytest.approx(child["params_m"])
+        if r["row"] == "random_matched":
+            assert r["max_params_m"] == child["params_m"]
+            assert r["params_m"] <= child["params_m"] + 1e-9
+    assert len([r for r in raw if r["row"] in ("dha_fixed", "random_matched")]) == 8
