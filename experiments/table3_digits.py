@@ -19,7 +19,7 @@ trains the architecture ``random`` would draw, projected onto a params budget eq
 child's params (same size as dha's choice), the same way.
 
     python experiments/table3_digits.py                     # the study (tens of minutes)
-    python experiments/table3_digits.py --smoke             # seconds: one seed, a few steps
+    python experiments/table3_digits.py --smoke             # about a minute: tiny settings
 
 Not part of CI; ``tests/test_experiments.py`` runs the smoke version.
 """
