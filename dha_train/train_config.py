@@ -138,6 +138,26 @@ class TrainConfig:
                 "> 0 and tau_clip >= 0 (0 = no clamp)"
             )
         HyperBounds(lr=self.lr_bounds, wd=self.wd_bounds).check(self.lr, self.wd)
+        if self.architecture is not None:
+            self._check_architecture(self.architecture)
+
+    def _check_architecture(self, arch: Architecture) -> None:
+        """A given network: only for a mode that trains a fixed one, and of this run's space."""
+        fixed = [m for m, phases in MODES.items() if not any(p.search for p in phases)]
+        if self.mode not in fixed:
+            raise ConfigError(
+                f"an architecture to train was given, but mode={self.mode} searches one: use "
+                f"mode {' or '.join(fixed)} (da_hpo learns DA and HPO on it), or drop the "
+                "architecture"
+            )
+        given = (arch.space, arch.num_classes, arch.resolution)
+        here = (self.space.space, self.space.num_classes, self.space.resolution)
+        if given != here:
+            raise ConfigError(
+                "the architecture to train is for space {}, {} classes, {} px, but this run is "
+                "space {}, {} classes, {} px: pass the space, dataset and resolution it was "
+                "searched with".format(*given, *here)
+            )
 
     def tau_lr_for(self, steps: int) -> float:
         """tau's Adam learning rate in a phase of ``steps`` steps (``tau_lr`` if set)."""

@@ -30,9 +30,12 @@ __all__ = [
     "DerivedModel",
     "log_derived",
     "load_derived",
+    "load_given_architecture",
     "search_run_id",
     "DESCRIPTIVE_KEYS",
 ]
+
+ARCH_FILE = "architecture.json"  # in child/
 
 # what a run searched: the measure step tags its run with these, compare shows them
 DESCRIPTIVE_KEYS = ("dataset", "space", "mode", "max_params_m", "max_flops_m", "max_latency_ms")
@@ -136,7 +139,7 @@ def log_derived(arch: Architecture, model: nn.Module, record: ChildRecord) -> No
     """Log the child's three artifacts to the active run, as search_train's output."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
-        save_architecture(arch, local / "architecture.json")
+        save_architecture(arch, local / ARCH_FILE)
         torch.save(model.state_dict(), local / "weights.pt")
         (local / "meta.json").write_text(json.dumps(record.to_dict(), indent=2))
         mlflow.log_artifacts(str(tmp), STEP_OUTPUTS["search_train"])
@@ -148,11 +151,22 @@ def search_run_id(given: str) -> str:
     return resolve_run_id(MlflowClient(default_tracking_uri()), given, what="search_train run")
 
 
+def load_given_architecture(given: str) -> Architecture | None:
+    """The network the ``architecture`` parameter names: an architecture JSON file (a path
+    ending in .json), or the child of a search_train run (its id, a prefix will do); None for
+    ''. Every failure is one line (ConfigError or UserError)."""
+    if not given:
+        return None
+    if given.endswith(".json"):
+        return load_architecture(given)
+    return load_architecture(download_output("search_train", search_run_id(given)) / ARCH_FILE)
+
+
 def load_derived(run_id: str) -> DerivedModel:
     """Rebuild the child that search_train logged in run ``run_id`` (eval mode, CPU)."""
     run_id = resolve_run_id(MlflowClient(), run_id, what="search_train run")
     local = download_output("search_train", run_id)
-    arch = load_architecture(local / "architecture.json")
+    arch = load_architecture(local / ARCH_FILE)
     model = build_network(arch)
     model.load_state_dict(torch.load(local / "weights.pt", map_location="cpu", weights_only=True))
     record = ChildRecord.from_dict(json.loads((local / "meta.json").read_text()))

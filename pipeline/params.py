@@ -165,6 +165,13 @@ PARAMS: dict[str, Param] = {
             "forward weights of selected ops: l1 = |alpha|/||alpha||_1, alpha = paper's |alpha|",
             WEIGHTINGS,
         ),
+        _p(
+            "architecture",
+            str,
+            "",
+            "train this fixed network instead of searching one: an architecture JSON file, or a "
+            "search_train run id (its child's); needs mode da_hpo or baseline ('' = none)",
+        ),
         _p("nproc", int, 1, "processes for search_train (torchrun, one per GPU)", minimum=1),
         # budgets (Eq. 1)
         _p(
@@ -235,7 +242,7 @@ _DATA = ["dataset", "data_dir", "resolution", "workers", "seed"]
 _SPACE = ["space", "width_mult", "init_channels", "layers"]
 _BUDGET = ["max_flops_m", "max_params_m", "max_latency_ms", "target_device"]
 _SEARCH = ["tau_lr", "hyper_lr", "lr_min", "lr_max", "wd_min", "wd_max", "freeze_rule"]
-_SEARCH += ["arch_weighting"]
+_SEARCH += ["arch_weighting", "architecture"]
 
 STEP_PARAMS: dict[str, list[str]] = {
     "main": _DATA

@@ -12,6 +12,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dha_train.spaces import baseline_architecture
+from dha_train.spaces.base import SpaceConfig
 from export.champion import current_champion
 from tests.conftest import REPO
 
@@ -249,6 +251,37 @@ def test_stray_and_corrupt_files_are_skipped_and_counted_in_the_run(
     (run,) = _runs(client)
     assert run.data.params["data.skipped_non_image"] == "2"
     assert run.data.params["data.skipped_unreadable"] == "1"
+    _assert_nothing_left_running(client)
+
+
+@pytest.mark.e2e
+def test_the_found_child_retrains_from_its_run_id(mlflow_store: str, tmp_path: Path) -> None:
+    """``--architecture <search_train run id>`` with mode da_hpo trains that run's child as a
+    fixed network (the study's ``dha_fixed`` row): the new run's child is that architecture,
+    not the space's baseline, with its own trained weights."""
+    tiny = [*TINY[:-2], "--limit-steps-per-epoch", "2"]
+    first = dha("search-train", *tiny, env_uri=mlflow_store, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    client = MlflowClient(mlflow_store)
+    (searched,) = _runs(client)
+    short = searched.info.run_id[:8]
+    second = dha(
+        "search-train", *tiny, "--mode", "da_hpo", "--architecture", short,
+        env_uri=mlflow_store, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-2000:]
+    (retrained,) = [r for r in _runs(client) if r.info.run_id != searched.info.run_id]
+    assert retrained.data.params["mode"] == "da_hpo"
+    assert retrained.data.params["architecture"] == short
+
+    def child(run: mlflow.entities.Run, name: str) -> Path:
+        return Path(client.download_artifacts(run.info.run_id, f"child/{name}"))
+
+    found = json.loads(child(searched, "architecture.json").read_text())
+    assert json.loads(child(retrained, "architecture.json").read_text()) == found
+    space = SpaceConfig("mobilenet", 10, 16, width_mult=found["width_mult"])
+    assert found != baseline_architecture(space).to_dict()  # else the test proves nothing
+    assert child(searched, "weights.pt").read_bytes() != child(retrained, "weights.pt").read_bytes()
     _assert_nothing_left_running(client)
 
 

@@ -55,7 +55,7 @@ from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
 from export.tensorrt_runtime import tensorrt_status
 from export.wrap import deployable
-from pipeline.artifacts import ChildRecord, log_derived
+from pipeline.artifacts import ChildRecord, load_given_architecture, log_derived
 from pipeline.class_report import log_test_report
 from pipeline.dataset_inputs import log_splits
 from pipeline.outputs import STEP_OUTPUTS, output_uri
@@ -159,6 +159,7 @@ def train_config(
         wd_bounds=(v["wd_min"], v["wd_max"]),
         freeze_rule=v["freeze_rule"],
         arch_weighting=v["arch_weighting"],
+        architecture=load_given_architecture(v["architecture"]),
         budget=budget_of(v),
         latency_runtime=latency_runtime_of(v),
         device=ctx.device if ctx is not None else v["target_device"],
