@@ -6,7 +6,7 @@ where they are set (and listed in the README).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -150,13 +150,15 @@ class TrainConfig:
                 f"mode {' or '.join(fixed)} (da_hpo learns DA and HPO on it), or drop the "
                 "architecture"
             )
-        given = (arch.space, arch.num_classes, arch.resolution)
-        here = (self.space.space, self.space.num_classes, self.space.resolution)
-        if given != here:
+        given = arch.to_dict()
+        shared = [f.name for f in fields(SpaceConfig) if f.name in given]
+        wrong = [k for k in shared if given[k] != getattr(self.space, k)]
+        if wrong:
+            theirs = ", ".join(f"{k}={given[k]}" for k in wrong)
+            ours = ", ".join(f"{k}={getattr(self.space, k)}" for k in wrong)
             raise ConfigError(
-                "the architecture to train is for space {}, {} classes, {} px, but this run is "
-                "space {}, {} classes, {} px: pass the space, dataset and resolution it was "
-                "searched with".format(*given, *here)
+                f"the architecture to train has {theirs}, but this run has {ours}: pass the "
+                "space, dataset and settings it was searched with"
             )
 
     def tau_lr_for(self, steps: int) -> float:

@@ -7,6 +7,7 @@ on: dataset parameters, class names, normalisation, test accuracy, budgets).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -15,13 +16,14 @@ from typing import Any
 
 import mlflow
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from dha_train.errors import UserError
+from dha_train.errors import ConfigError, UserError
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
-from pipeline.outputs import STEP_OUTPUTS, download_output
+from pipeline.outputs import STEP_OUTPUTS, download_output, output_uri
 from pipeline.run_ids import resolve_run_id
 from pipeline.runs import default_tracking_uri
 
@@ -30,6 +32,7 @@ __all__ = [
     "DerivedModel",
     "log_derived",
     "load_derived",
+    "given_architecture_id",
     "load_given_architecture",
     "search_run_id",
     "DESCRIPTIVE_KEYS",
@@ -151,15 +154,51 @@ def search_run_id(given: str) -> str:
     return resolve_run_id(MlflowClient(default_tracking_uri()), given, what="search_train run")
 
 
+def _names_a_file(text: str) -> bool:
+    return text.endswith(".json") or Path(text).expanduser().exists()
+
+
+def _digest(arch: Architecture) -> str:
+    return hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def given_architecture_id(given: str) -> str:
+    """The ``architecture`` parameter as runs log, reuse and resume it: '' stays ''; a JSON
+    file becomes ``<absolute path>#<digest of its network>`` (the steps run in the project
+    folder, and an edited file is another network); a search_train run id (a prefix will do)
+    becomes the full id. Idempotent; a file changed since its digest was taken is an error."""
+    if not given:
+        return ""
+    text, _, digest = given.partition("#")
+    if not _names_a_file(text):
+        return search_run_id(given)
+    path = Path(text).expanduser().resolve()
+    now = _digest(load_architecture(path))
+    if digest and digest != now:
+        raise ConfigError(f"architecture file {path} changed since the run began; start again")
+    return f"{path}#{now}"
+
+
 def load_given_architecture(given: str) -> Architecture | None:
-    """The network the ``architecture`` parameter names: an architecture JSON file (a path
-    ending in .json), or the child of a search_train run (its id, a prefix will do); None for
-    ''. Every failure is one line (ConfigError or UserError)."""
+    """The network the ``architecture`` parameter names (see :func:`given_architecture_id`):
+    an architecture JSON file, or the child of a search_train run; None for ''. Every failure
+    is one line (ConfigError or UserError)."""
     if not given:
         return None
-    if given.endswith(".json"):
-        return load_architecture(given)
-    return load_architecture(download_output("search_train", search_run_id(given)) / ARCH_FILE)
+    text = given.partition("#")[0]
+    if _names_a_file(text):
+        return load_architecture(Path(text).expanduser())
+    run_id = search_run_id(given)
+    uri = f"{output_uri('search_train', run_id)}/{ARCH_FILE}"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except (MlflowException, OSError):
+            raise UserError(
+                f"run {run_id} has no {STEP_OUTPUTS['search_train']}/{ARCH_FILE} ({uri}): "
+                "pass the id of a FINISHED search_train run"
+            ) from None
+        return load_architecture(local)
 
 
 def load_derived(run_id: str) -> DerivedModel:

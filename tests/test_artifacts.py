@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from dha_train.errors import UserError
+from dha_train.errors import ConfigError, UserError
 from dha_train.spaces import baseline_architecture, build_network, tiny_config
-from pipeline.artifacts import ChildRecord, load_derived, log_derived
+from dha_train.spaces.arch import save_architecture
+from pipeline.artifacts import (
+    ChildRecord,
+    given_architecture_id,
+    load_derived,
+    load_given_architecture,
+    log_derived,
+)
 
 RECORD = ChildRecord(
     dataset="digits", data_dir="", seed=0, mode="dha", space="mobilenet", resolution=32,
@@ -43,3 +51,25 @@ def test_logged_child_loads_back_with_weights_and_record(mlflow_store: str) -> N
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(derived.model(x), model(x))
+
+
+def test_a_given_architecture_file_is_keyed_by_where_it_is_and_what_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``architecture`` parameter as runs log and reuse it: a relative path becomes absolute
+    (the steps run in the project folder), an edited file another key, and a file edited after
+    its key was taken an error, not the other network trained under the old key."""
+    monkeypatch.chdir(tmp_path)
+    arch = baseline_architecture(tiny_config("mobilenet"))
+    save_architecture(arch, tmp_path / "arch.json")
+    key = given_architecture_id("arch.json")
+    path, _, digest = key.partition("#")
+    assert path == str(tmp_path / "arch.json") and len(digest) == 12
+    assert given_architecture_id(key) == key  # idempotent: dha run hands it to search_train
+    assert load_given_architecture(key) == arch
+    assert given_architecture_id("") == "" and load_given_architecture("") is None
+    edited = replace(arch, dropout=0.5)
+    save_architecture(edited, tmp_path / "arch.json")
+    assert given_architecture_id("arch.json") != key
+    with pytest.raises(ConfigError, match="changed since the run began"):
+        given_architecture_id(key)

@@ -272,7 +272,7 @@ def test_the_found_child_retrains_from_its_run_id(mlflow_store: str, tmp_path: P
     assert second.returncode == 0, second.stderr[-2000:]
     (retrained,) = [r for r in _runs(client) if r.info.run_id != searched.info.run_id]
     assert retrained.data.params["mode"] == "da_hpo"
-    assert retrained.data.params["architecture"] == short
+    assert retrained.data.params["architecture"] == searched.info.run_id  # the prefix, resolved
 
     def child(run: mlflow.entities.Run, name: str) -> Path:
         return Path(client.download_artifacts(run.info.run_id, f"child/{name}"))

@@ -203,6 +203,8 @@ def load_architecture(path: str | Path) -> Architecture:
         raise ConfigError(
             f"architecture file {path} does not exist; give an existing path"
         ) from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"architecture file {path} is not valid JSON ({exc})") from exc
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"architecture file {path} cannot be read ({exc.strerror})") from exc
     return architecture_from_dict(d)

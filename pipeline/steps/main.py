@@ -24,6 +24,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
+from pipeline.artifacts import given_architecture_id
 from pipeline.dataset_inputs import log_splits
 from pipeline.outputs import download_output, read_output_json
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
@@ -157,6 +158,7 @@ def _summary(client: MlflowClient, measure_id: str, register_id: str) -> str:
 
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["main"])
+    values["architecture"] = given_architecture_id(values["architecture"])
     # the steps run `dha <step>` in a shell: make this interpreter's `dha` the one found
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     search_params = {k: values[k] for k in STEP_PARAMS["search_train"]}

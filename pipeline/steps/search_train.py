@@ -55,7 +55,12 @@ from dha_train.spaces.base import SpaceConfig
 from dha_train.train_config import TrainConfig
 from export.tensorrt_runtime import tensorrt_status
 from export.wrap import deployable
-from pipeline.artifacts import ChildRecord, load_given_architecture, log_derived
+from pipeline.artifacts import (
+    ChildRecord,
+    given_architecture_id,
+    load_given_architecture,
+    log_derived,
+)
 from pipeline.class_report import log_test_report
 from pipeline.dataset_inputs import log_splits
 from pipeline.outputs import STEP_OUTPUTS, output_uri
@@ -267,6 +272,7 @@ def _launch_torchrun(args: argparse.Namespace, values: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> None:
     values = parse_values(args, STEP_PARAMS["search_train"])
+    values["architecture"] = given_architecture_id(values["architecture"])
     if not distributed.inside_torchrun():
         _continue_interrupted(values)
     if values["nproc"] > 1 and not distributed.inside_torchrun():
