@@ -16,14 +16,13 @@ from typing import Any
 
 import mlflow
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
 from dha_train.errors import ConfigError, UserError
 from dha_train.spaces import build_network
 from dha_train.spaces.arch import Architecture, load_architecture, save_architecture
-from pipeline.outputs import STEP_OUTPUTS, download_output, output_uri
+from pipeline.outputs import STEP_OUTPUTS, download_output
 from pipeline.run_ids import resolve_run_id
 from pipeline.runs import default_tracking_uri
 
@@ -188,17 +187,9 @@ def load_given_architecture(given: str) -> Architecture | None:
     text = given.partition("#")[0]
     if _names_a_file(text):
         return load_architecture(Path(text).expanduser())
-    run_id = search_run_id(given)
-    uri = f"{output_uri('search_train', run_id)}/{ARCH_FILE}"
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        except (MlflowException, OSError):
-            raise UserError(
-                f"run {run_id} has no {STEP_OUTPUTS['search_train']}/{ARCH_FILE} ({uri}): "
-                "pass the id of a FINISHED search_train run"
-            ) from None
-        return load_architecture(local)
+    with tempfile.TemporaryDirectory() as tmp:  # only the JSON, not the child's weights
+        run_id = search_run_id(given)
+        return load_architecture(download_output("search_train", run_id, part=ARCH_FILE, dst=tmp))
 
 
 def load_derived(run_id: str) -> DerivedModel:

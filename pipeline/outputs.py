@@ -39,14 +39,16 @@ def output_uri(step: str, run_id: str) -> str:
     return f"runs:/{run_id}/{STEP_OUTPUTS[step]}"
 
 
-def download_output(step: str, run_id: str) -> Path:
-    """The step's output of run ``run_id``, downloaded (UserError if the run has none)."""
-    uri = output_uri(step, run_id)
+def download_output(step: str, run_id: str, *, part: str = "", dst: str | None = None) -> Path:
+    """The step's output of run ``run_id``, or only the file ``part`` inside it, downloaded
+    into ``dst`` (None: a folder MLflow chooses); UserError if the run has none."""
+    what = f"{STEP_OUTPUTS[step]}/{part}" if part else STEP_OUTPUTS[step]
+    uri = f"{output_uri(step, run_id)}/{part}" if part else output_uri(step, run_id)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst))
     except (MlflowException, OSError) as exc:
         raise UserError(
-            f"run {run_id} has no {STEP_OUTPUTS[step]} ({uri}): pass the run id of a FINISHED "
+            f"run {run_id} has no {what} ({uri}): pass the run id of a FINISHED "
             f"{step} step ({type(exc).__name__})"
         ) from None
 
