@@ -15,7 +15,7 @@ from torchvision.transforms import autoaugment as tv_autoaugment
 from torchvision.transforms import functional as tvf
 
 from dha_train.da.augment import apply_op, apply_pairs, sample_magnitudes, standard_augment
-from dha_train.da.operations import AUGMENT_OPS, NUM_OPS, OPS, op_parameter
+from dha_train.da.operations import AUGMENT_OPS, NUM_OPS, OPS, op_parameter, warp
 
 _ENHANCE = {"Color", "Contrast", "Brightness", "Sharpness"}
 
@@ -152,7 +152,9 @@ def test_magnitudes_are_uniform_on_0_10_and_signs_fair() -> None:
     assert abs(float(torch.corrcoef(mags.T)[0, 1])) < 0.05
 
 
-@pytest.mark.parametrize("size", [(24, 32), (7, 9)], ids=["rows-of-words", "rows-of-bytes"])
+@pytest.mark.parametrize(
+    "size", [(24, 32), (7, 9), (72, 80)], ids=["rows-of-words", "rows-of-bytes", "shift-kernels"]
+)
 def test_translations_are_exact_zero_filled_shifts(size: tuple[int, int]) -> None:
     """Whole-pixel translations, shifts of the whole side or more included (zeros only),
     equal a window of the zero-padded image exactly: ``out[u] = x[u - p]``."""
@@ -168,3 +170,22 @@ def test_translations_are_exact_zero_filled_shifts(size: tuple[int, int]) -> Non
             pad = (side, side) if dim == 2 else (0, 0, side, side)
             ref = torch.nn.functional.pad(x[i], pad).narrow(dim, side - p, side)
             torch.testing.assert_close(out[i], ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [(24, 32), (7, 9), (72, 80)])
+@pytest.mark.parametrize("name", [name for name, op in AUGMENT_OPS.items() if op.matrix])
+def test_geometric_ops_give_the_same_pixels_as_one_warp_or_alone(
+    name: str, size: tuple[int, int]
+) -> None:
+    """Small images run a stage's geometric ops as one warp of their matrices, large ones each
+    op's own kernel (row and column shifts for shears and translations): the same pixels."""
+    h, w = size
+    x = (_images(h, w, n=16) * 255).round().to(torch.uint8)
+    g = torch.Generator().manual_seed(5)
+    mags, signs = sample_magnitudes(16, g, ops_per_sample=1)
+    op = AUGMENT_OPS[name]
+    p = op_parameter(name, mags[:, 0], signs[:, 0], (h, w))
+    alone = x.clone()
+    assert op.pixel is not None and op.matrix is not None
+    op.pixel(alone, p)
+    torch.testing.assert_close(warp(x, op.matrix(p, h, w)), alone, rtol=0, atol=0)

@@ -235,18 +235,35 @@ def affine_matrix(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tens
     return torch.stack([torch.stack([a, b, c], -1), torch.stack([d, e, f], -1)], -2)
 
 
+def _moving(entry: str, sign: float = 1.0) -> Callable[[Tensor, int, int], Tensor]:
+    """The ``matrix`` of a shear (``entry`` b or d of :func:`affine_matrix`) or translation
+    (c or f): the identity with that entry set to ``sign * p``, the same source pixels as the
+    row and column shifts above."""
+
+    def matrix(p: Tensor, h: int, w: int) -> Tensor:
+        one, zero = torch.ones_like(p), torch.zeros_like(p)
+        entries = dict(a=one, b=zero, c=zero, d=zero, e=one, f=zero)
+        entries[entry] = p * sign
+        return affine_matrix(**entries)
+
+    return matrix
+
+
 @dataclass(frozen=True)
 class AugmentOp:
     """One operation: its range at magnitude 10, whether it is signed, and how it runs:
     ``table`` maps ``(x_group, params)`` to lookup tables ``(n, 1 or C, 256)`` of float levels,
     ``pixel`` changes the uint8 ``x_group`` in place; Identity has neither. Geometric ops take
-    output pixel centres at ``i + 0.5``, PIL's convention."""
+    output pixel centres at ``i + 0.5``, PIL's convention, and also give their inverse pixel
+    matrices: ``matrix`` maps ``(params, H, W)`` to ``(n, 2, 3)``, so that several of them can
+    run as one :func:`warp` (``pixel`` is the same op, faster on large images)."""
 
     name: str
     max_value: float
     signed: bool
     table: Callable[[Tensor, Tensor], Tensor] | None = None
     pixel: Callable[[Tensor, Tensor], None] | None = None
+    matrix: Callable[[Tensor, int, int], Tensor] | None = None
 
 
 # Paper order (App. A.1); the index of an op in this tuple is its id in tau.
@@ -255,17 +272,17 @@ AUGMENT_OPS: dict[str, AugmentOp] = {
     for op in (
         AugmentOp("AutoContrast", 0.0, False, table=_autocontrast),
         AugmentOp("Equalize", 0.0, False, table=_equalize),
-        AugmentOp("Rotate", 30.0, True, pixel=_rotate),
+        AugmentOp("Rotate", 30.0, True, pixel=_rotate, matrix=_rotation),
         AugmentOp("Posterize", 4.0, False, pixel=_posterize),  # bits = 8 - round(0.4 m)
         AugmentOp("Solarize", 1.0, False, pixel=_solarize),  # threshold = 1 - m / 10
         AugmentOp("Color", 0.9, True, pixel=_in_float(_color)),
         AugmentOp("Contrast", 0.9, True, table=_contrast),
         AugmentOp("Brightness", 0.9, True, table=_brightness),
         AugmentOp("Sharpness", 0.9, True, pixel=_in_float(_sharpness)),
-        AugmentOp("ShearX", 0.3, True, pixel=_shear_x),
-        AugmentOp("ShearY", 0.3, True, pixel=_shear_y),
-        AugmentOp("TranslateX", 150.0 / 331.0, True, pixel=_translate_x),
-        AugmentOp("TranslateY", 150.0 / 331.0, True, pixel=_translate_y),
+        AugmentOp("ShearX", 0.3, True, pixel=_shear_x, matrix=_moving("b")),
+        AugmentOp("ShearY", 0.3, True, pixel=_shear_y, matrix=_moving("d")),
+        AugmentOp("TranslateX", 150 / 331, True, pixel=_translate_x, matrix=_moving("c", -1.0)),
+        AugmentOp("TranslateY", 150 / 331, True, pixel=_translate_y, matrix=_moving("f", -1.0)),
         AugmentOp("Identity", 0.0, False),
     )
 }
