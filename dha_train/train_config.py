@@ -80,6 +80,7 @@ class TrainConfig:
     # Units still moving after this fraction of a search phase's epochs freeze at their current
     # support, so the last epochs train the fixed child (what one-stage ISTA-NAS does once all
     # units have frozen by its criterion); the derived child is then exactly the trained net.
+    # The deadline waits for the accuracy gate (engine.freezing), at most to the last epoch.
     freeze_by: float = 0.75
     # execution
     device: str = "cpu"

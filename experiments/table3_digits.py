@@ -21,6 +21,9 @@ child's params (same size as dha's choice), the same way.
     python experiments/table3_digits.py                     # the study (tens of minutes)
     python experiments/table3_digits.py --smoke             # about a minute: tiny settings
 
+Each finished run is appended to ``<out>/runs.jsonl`` at once; started again with the same
+settings, the study reuses those runs and trains only the rest (``--fresh`` runs all again).
+
 Not part of CI; ``tests/test_experiments.py`` runs the smoke version.
 """
 
@@ -181,20 +184,43 @@ def derived_jobs(rows: list[str], results: list[dict[str, Any]]) -> list[dict[st
     return jobs
 
 
-def run_jobs(jobs: list[dict[str, Any]], processes: int) -> list[dict[str, Any]]:
-    """Run ``jobs`` (side by side when ``processes`` > 1), printing each as it finishes."""
-    results: list[dict[str, Any]] = []
+def _key(job: dict[str, Any]) -> str:
+    return json.dumps(job, sort_keys=True)
+
+
+def finished_runs(log: Path) -> dict[str, dict[str, Any]]:
+    """The results already in ``log`` (one JSON line per finished run), by their job."""
+    if not log.exists():
+        return {}
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {_key(line["job"]): line["result"] for line in lines}
+
+
+def run_jobs(jobs: list[dict[str, Any]], processes: int, log: Path) -> list[dict[str, Any]]:
+    """Run ``jobs`` (side by side when ``processes`` > 1), printing each as it finishes and
+    appending it to ``log``; a job whose result ``log`` already holds is not run again."""
+    finished = finished_runs(log)
+    results = [finished[_key(j)] for j in jobs if _key(j) in finished]
+    todo = [j for j in jobs if _key(j) not in finished]
+    if results:
+        print(f"{len(results)} of {len(jobs)} runs already finished in {log}", flush=True)
     with contextlib.ExitStack() as stack:
-        done: Iterator[dict[str, Any]] = map(run_one, jobs)
-        if processes > 1 and len(jobs) > 1:
+        done: Iterator[tuple[dict[str, Any], dict[str, Any]]] = map(_run_keeping_job, todo)
+        if processes > 1 and len(todo) > 1:
             pool = stack.enter_context(get_context("spawn").Pool(processes))
-            done = pool.imap_unordered(run_one, jobs)
-        for i, res in enumerate(done, 1):
+            done = pool.imap_unordered(_run_keeping_job, todo)
+        for i, (job, res) in enumerate(done, len(results) + 1):
             results.append(res)
+            with log.open("a") as f:
+                f.write(json.dumps({"job": job, "result": res}, default=str) + "\n")
             what = f"{res['split']} {res['row']} seed {res['seed']}"
             took = f"{res['seconds'] / 60:.1f} min"
             print(f"[{i}/{len(jobs)}] {what}: top-1 {res['top1']:.1f}% ({took})", flush=True)
     return results
+
+
+def _run_keeping_job(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return job, run_one(job)
 
 
 def agreement(blocks: list[list[str]]) -> float | None:
@@ -250,6 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=2, help="runs side by side")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "table3_digits")
     parser.add_argument("--smoke", action="store_true", help="tiny settings (CI)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="run every job again (by default the runs already in <out>/runs.jsonl, with the "
+        "same settings, are reused: an interrupted study resumes where it stopped)",
+    )
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(rows) - set(ROWS))
@@ -270,15 +302,18 @@ def main(argv: list[str] | None = None) -> None:
          "batch_size": args.batch_size, "max_params_m": args.max_params_m, "limit_steps": limit}
         for name, (frac, ep) in splits.items() for r in rows if r not in DERIVED for s in seeds
     ]  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.jsonl"
+    if args.fresh:
+        log.unlink(missing_ok=True)
     start = time.perf_counter()
-    results = run_jobs(jobs, args.processes)
-    results += run_jobs(derived_jobs(rows, results), args.processes)
+    results = run_jobs(jobs, args.processes, log)
+    results += run_jobs(derived_jobs(rows, results), args.processes, log)
     results.sort(key=lambda r: (list(splits).index(r["split"]), rows.index(r["row"]), r["seed"]))
     wall = time.perf_counter() - start
     data = load_dataset("digits", None, RESOLUTION, 0)
     space = _space(data)
     text = table(results, chance_agreement(space), len(build_supernet(space).unit_sizes))
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table3_digits.md").write_text(text)
     (args.out / "table3_digits.json").write_text(
         json.dumps(

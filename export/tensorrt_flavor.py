@@ -67,7 +67,10 @@ CODE_DIR = "code"
 
 def get_default_pip_requirements(tensorrt_version: str) -> list[str]:
     """The requirements of the shipped code: its third-party imports, pinned."""
-    modules = shipped_modules(LOADER_MODULE)
+    return _requirements(shipped_modules(LOADER_MODULE), tensorrt_version)
+
+
+def _requirements(modules: tuple[str, ...], tensorrt_version: str) -> list[str]:
     return pip_requirements(modules, pinned={"tensorrt": f"tensorrt=={tensorrt_version}"})
 
 
@@ -138,7 +141,7 @@ def save_model(
         model_config={CLASS_NAMES: list(class_names), "resolution": int(resolution)},
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
-    _write_environment(path, get_default_pip_requirements(sidecar.tensorrt_version))
+    _write_environment(path, _requirements(modules, sidecar.tensorrt_version))
 
 
 def _write_environment(path: str, requirements: list[str]) -> None:

@@ -193,8 +193,9 @@ def load_given_architecture(given: str) -> Architecture | None:
 
 
 def load_derived(run_id: str) -> DerivedModel:
-    """Rebuild the child that search_train logged in run ``run_id`` (eval mode, CPU)."""
-    run_id = resolve_run_id(MlflowClient(), run_id, what="search_train run")
+    """Rebuild the child that search_train logged in run ``run_id`` (eval mode, CPU; a prefix
+    of the id will do)."""
+    run_id = search_run_id(run_id)
     local = download_output("search_train", run_id)
     arch = load_architecture(local / ARCH_FILE)
     model = build_network(arch)

@@ -12,17 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.e2e
-def test_table3_study_smoke(tmp_path: Path) -> None:
+def test_table3_study_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.spec_from_file_location("table3", REPO / "experiments/table3_digits.py")
     assert spec is not None and spec.loader is not None
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     out = tmp_path / "study"
-    study.main(
-        ["--smoke", "--seeds", "0,1", "--rows", "random,baseline,dha_fixed,random_matched",
-         "--processes", "1", "--out", str(out)]
-    )  # fmt: skip
+    argv = ["--smoke", "--seeds", "0,1", "--rows", "random,baseline,dha_fixed,random_matched",
+            "--processes", "1", "--out", str(out)]  # fmt: skip
+    study.main(argv)
     table = (out / "table3_digits.md").read_text()
+    # every run was written as it finished; started again, the study trains nothing and
+    # writes the same table
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 20
+    monkeypatch.setattr(study, "run_one", lambda job: pytest.fail(f"ran again: {job}"))
+    study.main(argv)
+    assert (out / "table3_digits.md").read_text() == table
     rows = [line for line in table.splitlines() if line.startswith("| full") or "| low" in line]
     assert len(rows) == 10, table  # 5 rows x 2 splits: the derived rows added dha
     dha = next(line for line in rows if line.startswith("| full | dha |"))

@@ -101,6 +101,34 @@ def test_window_rule_needs_a_full_window_and_permission() -> None:
     _round_trips(net, model, budget, search)
 
 
+def test_the_deadline_waits_for_the_accuracy_gate_until_the_last_epoch() -> None:
+    """freeze_by's deadline freezes every unit only once validation top-1 passes the gate
+    (32.5% on 10 classes); below it the search goes on, and the phase's last epoch freezes
+    every unit whatever the accuracy."""
+    from dha_train.engine.freezing import freeze_at_epoch_end
+    from dha_train.train_config import TrainConfig
+
+    net, model, budget = _setup("mobilenet")
+    cfg = TrainConfig(space=CONFIGS["mobilenet"], freeze_by=0.5)
+    units = list(range(net.num_units()))
+
+    def epoch_end(search: ArchitectureSearch, epoch: int, val_top1: float) -> list[dict]:
+        record = {"epoch": epoch + 1, "val_top1": val_top1}
+        return freeze_at_epoch_end(
+            search, cfg, record, epoch=epoch, epochs=4, step=10 * epoch, num_classes=10
+        )
+
+    below = ArchitectureSearch(net, budget, model, seed=1)
+    assert epoch_end(below, 1, 21.1) == [] and below.num_frozen == 0  # the deadline, below
+    assert epoch_end(below, 2, 30.0) == [] and below.num_frozen == 0
+    (last,) = epoch_end(below, 3, 30.0)
+    assert last["reason"] == "end_of_phase" and last["units"] == units and below.all_frozen
+    above = ArchitectureSearch(net, budget, model, seed=1)
+    (event,) = epoch_end(above, 1, 40.0)
+    assert event["reason"] == "deadline" and event["units"] == units and event["epoch"] == 2
+    assert above.all_frozen
+
+
 @pytest.mark.parametrize("rule", ["window", "ista"])
 def test_units_do_not_freeze_while_alpha_moves(rule: str) -> None:
     net, model, budget = _setup("cell")

@@ -3,8 +3,10 @@
 At each epoch end the search's rule (``freeze_rule``) may freeze the units that settled, but
 the window rule only once validation top-1 is clearly above chance: chance + ``freeze_margin``
 of the way to 100% (32.5% on 10 classes at the default 0.25). At the deadline ``freeze_by``
-of the phase's epochs every unit still moving freezes at its current support. Each freeze is
-recorded with its step, epoch, validation top-1 and reason.
+of the phase's epochs every unit still moving freezes at its current support, but the
+deadline waits for the same gate: a search still below it goes on, and only at the phase's
+last epoch does every unit freeze whatever the accuracy (reason ``end_of_phase``). Each
+freeze is recorded with its step, epoch, validation top-1 and reason.
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ def freeze_at_epoch_end(
             search.num_frozen, len(search.frozen),
         )  # fmt: skip
 
-    note(search.end_epoch(allow_freeze=record["val_top1"] >= gate), cfg.freeze_rule)
-    if epoch + 1 >= math.ceil(cfg.freeze_by * epochs):
+    above = record["val_top1"] >= gate
+    note(search.end_epoch(allow_freeze=above), cfg.freeze_rule)
+    if epoch + 1 >= epochs:
+        note(search.freeze_all(), "deadline" if above else "end_of_phase")
+    elif above and epoch + 1 >= math.ceil(cfg.freeze_by * epochs):
         note(search.freeze_all(), "deadline")
     return events

@@ -20,12 +20,10 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -37,16 +35,17 @@ from dha_train.engine.checkpoint import (
     save_checkpoint,
 )
 from dha_train.engine.distributed import all_reduce_, broadcast_object, sync_buffers_
-from dha_train.engine.epoch_report import log_epoch, log_run_report
+from dha_train.engine.epoch_report import log_epoch
 from dha_train.engine.evaluation import evaluate
 from dha_train.engine.freezing import freeze_at_epoch_end
 from dha_train.engine.phase import PhaseRun, build_phase
+from dha_train.engine.result import TrainResult, finish_run
 from dha_train.engine.sampling import EpochBatches
 from dha_train.engine.seeding import derive_seed, reseed_resumed_rank, seed_everything
 from dha_train.engine.sink import MetricsSink
 from dha_train.errors import ConfigError, UserError
 from dha_train.modes import Phase, mode_phases
-from dha_train.spaces.arch import Architecture, architecture_from_dict
+from dha_train.spaces.arch import architecture_from_dict
 from dha_train.train_config import TrainConfig
 
 __all__ = ["TrainResult", "MetricsSink", "NonFiniteLossError", "train"]
@@ -56,20 +55,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(UserError):
     """The training loss became NaN or inf."""
-
-
-@dataclass
-class TrainResult:
-    """What a run produced."""
-
-    architecture: Architecture
-    model: nn.Module  # the derived child (or fixed network) with trained weights, on CPU
-    test: dict[str, float]  # loss/top1/top5 on the test split; {} when not evaluated
-    history: list[dict[str, Any]]
-    lr_trajectory: list[tuple[int, float]]
-    wd_trajectory: list[tuple[int, float]]
-    tau_probs: list[list[float]] | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_data(cfg: TrainConfig, data: DataBundle) -> None:
@@ -371,43 +356,10 @@ def train(
         if state.phase_idx == len(state.phases) - 1:
             break
         state.finish_phase()
-    return _finish(state, evaluate_test)
-
-
-def _finish(state: _Run, evaluate_test: bool) -> TrainResult:
-    run, cfg = state.run, state.cfg
+    run = state.run
     assert run is not None
-    arch, model = run.final_model()
-    test = {}
-    if evaluate_test:
-        test = evaluate(
-            run.model_forward(model),
-            state.data.test,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            device=state.device,
-            rank=cfg.rank,
-            world_size=cfg.world_size,
-        )
-    probs = run.policy.probs().detach().cpu() if run.policy is not None else None
-    if state.main:
-        if test:
-            state.sink.log_metrics({f"test_{k}": v for k, v in test.items()}, state.global_step)
-        log_run_report(
-            state.sink,
-            arch=arch,
-            history=state.history,
-            config=asdict(cfg),
-            probs=None if probs is None else probs.numpy(),
-            lr_traj=state.lr_traj,
-            wd_traj=state.wd_traj,
-        )
-    return TrainResult(
-        architecture=arch,
-        model=model.cpu().eval(),
-        test=test,
-        history=state.history,
-        lr_trajectory=state.lr_traj,
-        wd_trajectory=state.wd_traj,
-        tau_probs=probs.tolist() if probs is not None else None,
-    )
+    return finish_run(
+        run, state.data, state.cfg, state.sink,
+        history=state.history, lr_traj=state.lr_traj, wd_traj=state.wd_traj,
+        step=state.global_step, evaluate_test=evaluate_test,
+    )  # fmt: skip
