@@ -19,7 +19,6 @@ from dha_train.modes import MODES
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 from dha_train.spaces.registry import SPACES
 from export.formats import FORMATS, PRECISIONS
-from pipeline.latency import BACKENDS
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 
@@ -224,7 +223,8 @@ PARAMS: dict[str, Param] = {
             "backends",
             str,
             "torch,onnxruntime",
-            f"latency backends Table 5 times, comma-separated ({', '.join(BACKENDS)}; '' = none)",
+            "latency backends Table 5 times, comma-separated (torch, onnxruntime, tensorrt, "
+            "their _fp16 / _channels_last forms; '' = none)",
         ),
         _p(
             "references",

@@ -59,8 +59,7 @@ def freeze_at_epoch_end(
 
     above = record["val_top1"] >= gate
     note(search.end_epoch(allow_freeze=above), cfg.freeze_rule)
-    if epoch + 1 >= epochs:
+    deadline = epoch + 1 >= math.ceil(cfg.freeze_by * epochs)
+    if deadline and (above or epoch + 1 >= epochs):
         note(search.freeze_all(), "deadline" if above else "end_of_phase")
-    elif above and epoch + 1 >= math.ceil(cfg.freeze_by * epochs):
-        note(search.freeze_all(), "deadline")
     return events
