@@ -1,6 +1,7 @@
 """Latency harness: one model, several backends, devices and batch sizes.
 
-Backends (registry :data:`BACKENDS`): PyTorch eager under ``torch.inference_mode`` (plain,
+Backends (the table in :mod:`pipeline.backends`, built here into :data:`BACKENDS`, one
+builder per runtime): PyTorch eager under ``torch.inference_mode`` (plain,
 fp16 autocast, channels_last, both), ONNX Runtime (CPU execution provider; CUDA provider
 when the installed onnxruntime has it) and TensorRT (when ``export.tensorrt_runtime`` says it
 is usable). Devices: ``cpu`` (thread count set for the measurement, recorded, then
@@ -29,6 +30,7 @@ from torch import nn
 
 from dha_train.errors import ConfigError, check_choice
 from dha_train.timing import TimingStats, time_callable
+from pipeline.backends import BACKEND_SPECS, BackendSpec
 
 __all__ = [
     "BACKENDS",
@@ -40,7 +42,6 @@ __all__ = [
     "describe_environment",
     "measure_latency",
     "validate_choices",
-    "parse_backends",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,9 @@ def _need_cuda(job: _Job) -> None:
         raise BackendUnavailable("CUDA is not available (torch.cuda.is_available() is False)")
 
 
-def _torch_backend(*, amp: bool = False, channels_last: bool = False) -> Backend:
-    """PyTorch eager; ``amp`` = fp16 autocast (CUDA only), ``channels_last`` = NHWC memory."""
+def _torch_backend(spec: BackendSpec) -> Backend:
+    """PyTorch eager; ``fp16`` = fp16 autocast (CUDA only), ``channels_last`` = NHWC memory."""
+    amp, channels_last = spec.fp16, spec.channels_last
 
     def build(job: _Job) -> tuple[Callable[[], object], str]:
         _need_cuda(job)
@@ -189,7 +191,9 @@ def _onnxruntime_backend(job: _Job) -> tuple[Callable[[], object], str]:
     return run, "cpu"  # synchronous call: wall clock is the right clock
 
 
-def _tensorrt_backend(*, fp16: bool) -> Backend:
+def _tensorrt_backend(spec: BackendSpec) -> Backend:
+    fp16 = spec.fp16
+
     def build(job: _Job) -> tuple[Callable[[], object], str]:
         if job.device != "cuda":
             raise BackendUnavailable("TensorRT runs on CUDA only")
@@ -223,27 +227,19 @@ def _tensorrt_backend(*, fp16: bool) -> Backend:
     return build
 
 
+_RUNTIMES: dict[str, Callable[[BackendSpec], Backend]] = {
+    "torch": _torch_backend,
+    "onnxruntime": lambda _spec: _onnxruntime_backend,  # one way to run it
+    "tensorrt": _tensorrt_backend,
+}
 BACKENDS: dict[str, Backend] = {
-    "torch": _torch_backend(),
-    "torch_fp16": _torch_backend(amp=True),
-    "torch_channels_last": _torch_backend(channels_last=True),
-    "torch_fp16_channels_last": _torch_backend(amp=True, channels_last=True),
-    "onnxruntime": _onnxruntime_backend,
-    "tensorrt": _tensorrt_backend(fp16=False),
-    "tensorrt_fp16": _tensorrt_backend(fp16=True),
+    name: _RUNTIMES[spec.runtime](spec) for name, spec in BACKEND_SPECS.items()
 }
 
 
 def validate_choices(given: Sequence[str], choices: Sequence[str], what: str) -> tuple[str, ...]:
     """Return ``given`` as a tuple, or raise :class:`ConfigError` naming the unknown entry."""
     return tuple(check_choice(name, choices, what) for name in given)
-
-
-def parse_backends(raw: str) -> tuple[str, ...]:
-    """'torch,onnxruntime' -> ('torch', 'onnxruntime'), each checked against BACKENDS ('' =
-    no timing)."""
-    names = [b.strip() for b in raw.split(",") if b.strip()]
-    return validate_choices(names, list(BACKENDS), "backend")
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from dha_train.modes import MODES
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 from dha_train.spaces.registry import SPACES
 from export.formats import FORMATS, PRECISIONS
+from pipeline.backends import BACKEND_SPECS
 
 __all__ = ["Param", "PARAMS", "STEP_PARAMS", "add_params", "parse_formats", "mlproject_yaml"]
 
@@ -223,8 +224,8 @@ PARAMS: dict[str, Param] = {
             "backends",
             str,
             "torch,onnxruntime",
-            "latency backends Table 5 times, comma-separated (torch, onnxruntime, tensorrt, "
-            "their _fp16 / _channels_last forms; '' = none)",
+            f"latency backends Table 5 times, comma-separated ({', '.join(BACKEND_SPECS)}; "
+            "'' = none)",
         ),
         _p(
             "references",
@@ -276,7 +277,8 @@ def add_params(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
             dest=p.name,
             default=default,
             metavar=p.type.__name__.upper(),
-            help=f"{p.help}{extra} (default: {default or 'unset'})",
+            # argparse %-formats help strings: a literal % (as in "5%") must be doubled
+            help=f"{p.help}{extra} (default: {default or 'unset'})".replace("%", "%%"),
         )
 
 

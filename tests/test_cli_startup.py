@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
+from pipeline.cli import SUBCOMMANDS, build_parser
 from tests.conftest import REPO
 
 _PROBE = """
@@ -57,3 +59,30 @@ def test_counting_flops_raises_no_future_warning() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "FutureWarning" not in result.stderr
     assert int(result.stdout) == 4 * 3 * 9 * 6 * 6  # multiply-adds of the one convolution
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_subcommand_prints_its_help(command: str) -> None:
+    """argparse %-formats help strings: a literal % in a parameter's help (as "5%") once made
+    ``dha run --help`` end in a TypeError."""
+    _, parsers = build_parser(command)
+    text = " ".join(parsers[command].format_help().split())
+    shown = [a for a in parsers[command]._actions if a.help != argparse.SUPPRESS]
+    flags = [o for a in shown for o in a.option_strings]
+    assert flags and all(flag in text for flag in flags)
+    if command in ("run", "search-train"):
+        assert "moved < 5% over" in text  # the freeze rule's help, % shown once
+
+
+def test_the_parameter_table_imports_nothing_heavy() -> None:
+    """Every dha command's parser reads pipeline.params: it names the latency backends from
+    the torch-free table in pipeline.backends, not from pipeline.latency (torch)."""
+    code = (
+        "import sys; from pipeline.params import PARAMS; from pipeline.backends import "
+        "BACKEND_SPECS; assert all(b in PARAMS['backends'].help for b in BACKEND_SPECS); "
+        "print(sorted(m for m in ('torch', 'mlflow', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -18,7 +18,7 @@ import json
 import mlflow
 
 from pipeline.artifacts import DerivedModel, load_derived, search_run_id
-from pipeline.latency import parse_backends
+from pipeline.backends import parse_backends
 from pipeline.measurement import measure_model
 from pipeline.params import STEP_PARAMS, add_params, parse_values
 from pipeline.runs import step_run

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 
 from dha_train.errors import ConfigError
-from pipeline.latency import BACKENDS, DEVICES, LatencyConfig, parse_backends
+from pipeline.backends import BACKEND_SPECS, parse_backends
+from pipeline.latency import DEVICES, LatencyConfig
 from pipeline.measurement import MeasureReport, measure_target, resolve_target
 
 __all__ = ["add_arguments", "run"]
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         default="torch,onnxruntime",
-        help=f"comma-separated subset of {','.join(BACKENDS)}; '' = no timing "
+        help=f"comma-separated subset of {','.join(BACKEND_SPECS)}; '' = no timing "
         "(default: torch,onnxruntime)",
     )
     parser.add_argument(
