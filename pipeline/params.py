@@ -251,7 +251,7 @@ STEP_PARAMS: dict[str, list[str]] = {
     + ["mode", "epochs", "batch_size", "nproc"]
     + _SEARCH
     + _BUDGET
-    + ["formats", "precision", "model_name", "min_top1", "references", "reuse"],
+    + ["formats", "precision", "model_name", "min_top1", "references", "backends", "reuse"],
     "search_train": _DATA + _SPACE + ["mode", "epochs", "batch_size", "nproc"] + _SEARCH + _BUDGET,
     "measure": ["search_run_id", "target_device", "references", "backends", "batch_size"],
     "export": ["search_run_id", "formats", "precision", "target_device"],

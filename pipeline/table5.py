@@ -38,6 +38,7 @@ __all__ = [
     "build_table5",
     "log_table5",
     "measure_references",
+    "parse_references",
     "reference_key",
     "table5_metrics",
     "write_table5",
@@ -153,6 +154,13 @@ class Table5:
     def columns(self) -> dict[str, list[str]]:
         """Column name -> cells, the shape ``mlflow.log_table`` takes."""
         return {name: [row.cells()[i] for row in self.rows] for i, name in enumerate(COLUMNS)}
+
+
+def parse_references(raw: str) -> tuple[str, ...]:
+    """'proxylessnas_gpu,darts_v2' -> ('proxylessnas_gpu', 'darts_v2'), each checked against
+    :data:`REFERENCE_MODELS` ('' = none)."""
+    names = [r.strip() for r in raw.split(",") if r.strip()]
+    return validate_choices(names, list(REFERENCE_MODELS), "reference architecture")
 
 
 def measure_references(

@@ -135,6 +135,13 @@ ROWS: list[tuple[str, Args, int, str]] = [
      2, "onnxruntime"),
     ("misspelt step backend", lambda s: ["measure", "--search-run-id", s.search_id,
                                          "--backends", "onnx"], 2, "onnxruntime"),
+    ("misspelt run backend", lambda s: ["run", "--backends", "torch,onnx"], 2,
+     "unknown backend 'onnx': choose one of torch,"),
+    ("unknown run reference", lambda s: ["run", "--references", "darts"], 2,
+     "unknown reference architecture 'darts' (did you mean 'darts_v2'?)"),
+    ("unknown step reference", lambda s: ["measure", "--search-run-id", s.search_id,
+                                          "--references", "resnet50"], 2,
+     "unknown reference architecture 'resnet50'"),
     ("weights without json", lambda s: ["profile", "--arch", "darts_v2", "--weights", "w.pt"],
      2, "--weights goes with an architecture JSON"),
     ("measure no run", lambda s: ["measure"], 2, "no search_train run id given"),
@@ -183,6 +190,11 @@ def _running(uri: str) -> list[str]:
     return [r.info.run_id for r in client.search_runs(experiments) if r.info.status == "RUNNING"]
 
 
+def _runs(uri: str) -> int:
+    client = MlflowClient(uri)
+    return len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+
+
 @pytest.mark.parametrize(("case", "argv", "status", "fragment"), ROWS, ids=[r[0] for r in ROWS])
 def test_user_mistake_is_one_line_and_exit_2(
     store: Store,
@@ -192,6 +204,7 @@ def test_user_mistake_is_one_line_and_exit_2(
     status: int,
     fragment: str,
 ) -> None:
+    runs = _runs(store.uri)
     try:
         code = main(argv(store))
     except SystemExit as exc:  # argparse's own errors
@@ -206,6 +219,8 @@ def test_user_mistake_is_one_line_and_exit_2(
         assert "Traceback" not in err
     assert mlflow.active_run() is None, case  # in-process: a step's run must end itself
     assert _running(store.uri) == []
+    if argv(store)[0] == "run" and status:  # dha run checks every step's input first
+        assert _runs(store.uri) == runs, case
 
 
 def test_predict_elsewhere_creates_no_store(

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from dha_train.errors import UserError
 from pipeline.artifacts import given_architecture_id
+from pipeline.backends import parse_backends
 from pipeline.dataset_inputs import log_splits
 from pipeline.outputs import download_output, read_output_json
 from pipeline.params import PARAMS, STEP_PARAMS, add_params, parse_values
@@ -40,6 +41,7 @@ from pipeline.runs import (
     step_run,
 )
 from pipeline.steps import search_train
+from pipeline.table5 import parse_references
 
 __all__ = ["add_arguments", "run"]
 
@@ -163,6 +165,8 @@ def run(args: argparse.Namespace) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     search_params = {k: values[k] for k in STEP_PARAMS["search_train"]}
     data = search_train.preflight(search_params, formats=values["formats"])  # before any step
+    parse_backends(values["backends"])  # measure's lists, checked before the search trains
+    parse_references(values["references"])
     # the steps run in the project folder: they must find this folder's checkpoints
     os.environ[search_train.CHECKPOINT_DIR_ENV] = str(search_train.checkpoint_root())
     _use_named_experiment(values)

@@ -27,6 +27,7 @@ from pipeline.table5 import (
     build_table5,
     log_table5,
     measure_references,
+    parse_references,
     table5_metrics,
 )
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     device = values["target_device"]
     backends = parse_backends(values["backends"])
     search_run = search_run_id(values["search_run_id"])
-    references = [r.strip() for r in values["references"].split(",") if r.strip()]
+    references = parse_references(values["references"])
     with step_run("measure", values) as active:
         derived: DerivedModel = load_derived(search_run)
         mlflow.set_tags({f"dha.{k}": v for k, v in derived.descriptive_tags().items()})
