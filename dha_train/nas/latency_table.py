@@ -77,7 +77,12 @@ def fit_calibration(
     """(a, o) with ``measured ~= a + alone_sums - o * instance_counts``, robustly (Theil-Sen:
     ``o`` the median of the pairwise slopes, ``a`` the median intercept), so that one
     network timed during a slow spell does not move the table; ``o = 0`` for runtimes
-    without a per-call cost, or where the networks do not tell it (equal counts, o < 0)."""
+    without a per-call cost, or where the networks do not tell it (equal counts, o < 0).
+
+    ``a`` is the stem, the head and one call, never negative: where the fit gives a < 0 (the
+    entries were timed in a slower spell than the networks), ``a = 0`` and ``o`` is refitted
+    as the median of ``(alone_sums - measured) / counts``, so the calibration networks are
+    still predicted at their median and no network is predicted below zero."""
     s, n, t = (np.asarray(v, dtype=float) for v in (alone_sums, instance_counts, measured))
     residual = t - s
     slopes = [
@@ -87,7 +92,12 @@ def fit_calibration(
         if n[i] != n[j]
     ]
     o = max(0.0, float(np.median(slopes))) if per_call_overhead and slopes else 0.0
-    return float(np.median(residual + o * n)), o
+    a = float(np.median(residual + o * n))
+    if a >= 0.0:
+        return a, o
+    if per_call_overhead and (n > 0).all():
+        o = max(0.0, float(np.median(-residual / n)))
+    return 0.0, o
 
 
 class LatencyTable:
