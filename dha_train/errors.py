@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "DiskFullError",
     "check_choice",
+    "check_choices",
 ]
 
 
@@ -46,3 +47,9 @@ def check_choice(value: str, choices: Sequence[str], what: str) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigError(f"unknown {what} {value!r}{hint}: choose one of {', '.join(choices)}")
+
+
+def check_choices(raw: str, choices: Sequence[str], what: str) -> tuple[str, ...]:
+    """A comma-separated list, ``'a, b'`` -> ``('a', 'b')`` (``''`` -> ``()``), each entry
+    checked with :func:`check_choice`."""
+    return tuple(check_choice(v.strip(), choices, what) for v in raw.split(",") if v.strip())

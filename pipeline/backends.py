@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dha_train.errors import check_choice
+from dha_train.errors import check_choices
 
 __all__ = ["BACKEND_SPECS", "BackendSpec", "parse_backends"]
 
@@ -42,5 +42,4 @@ BACKEND_SPECS: dict[str, BackendSpec] = {
 def parse_backends(raw: str) -> tuple[str, ...]:
     """'torch,onnxruntime' -> ('torch', 'onnxruntime'), each checked against the table ('' =
     no timing)."""
-    names = [b.strip() for b in raw.split(",") if b.strip()]
-    return tuple(check_choice(name, list(BACKEND_SPECS), "backend") for name in names)
+    return check_choices(raw, list(BACKEND_SPECS), "backend")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dha_train.datasets import DATASETS, defaults_help
-from dha_train.errors import ConfigError, check_choice
+from dha_train.errors import ConfigError, check_choice, check_choices
 from dha_train.modes import MODES
 from dha_train.nas.options import FREEZE_RULES, WEIGHTINGS
 from dha_train.spaces.registry import SPACES
@@ -289,7 +289,7 @@ def parse_values(namespace: argparse.Namespace, names: Sequence[str]) -> dict[st
 
 def parse_formats(raw: str) -> tuple[str, ...]:
     """'onnx,tensorrt' -> ('onnx', 'tensorrt'), checked."""
-    formats = tuple(check_choice(f.strip(), FORMATS, "format") for f in raw.split(",") if f.strip())
+    formats = check_choices(raw, list(FORMATS), "format")
     if not formats:
         raise ConfigError(f"formats is empty: pass one or more of {', '.join(FORMATS)}")
     return formats

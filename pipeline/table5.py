@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dha_train.errors import check_choices
 from dha_train.spaces.registry import SPACES
 from pipeline.latency import LatencyConfig, validate_choices
 from pipeline.measurement import MeasureReport, measure_target, resolve_target
@@ -159,8 +160,7 @@ class Table5:
 def parse_references(raw: str) -> tuple[str, ...]:
     """'proxylessnas_gpu,darts_v2' -> ('proxylessnas_gpu', 'darts_v2'), each checked against
     :data:`REFERENCE_MODELS` ('' = none)."""
-    names = [r.strip() for r in raw.split(",") if r.strip()]
-    return validate_choices(names, list(REFERENCE_MODELS), "reference architecture")
+    return check_choices(raw, list(REFERENCE_MODELS), "reference architecture")
 
 
 def measure_references(
